@@ -1,0 +1,293 @@
+package listener
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"regexp"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cloudflare/tableflip"
+)
+
+// Handoff carries listening sockets from one generation of a process to the
+// next. The upgrade package supplies one; a Set without a Handoff binds every
+// listener anew, which is what a service that is never upgraded in place
+// (for example one in Kubernetes) wants.
+//
+// The method set is that of tableflip's Fds, which does the fd passing.
+type Handoff interface {
+	// Listener returns the listener the previous generation handed over
+	// under this key, or nil.
+	Listener(network, addr string) (net.Listener, error)
+	// AddListener records ln so that it is handed to the next generation.
+	AddListener(network, addr string, ln tableflip.Listener) error
+}
+
+// handoffNetwork is the network part of the key under which listeners are
+// handed over; the address part is the logical name. It is deliberately not
+// "unix": tableflip unlinks the path of "unix" keys on its own schedule, and
+// this package keeps that decision (see Set.Unlink).
+const handoffNetwork = "hitless"
+
+// Errors callers can match with errors.Is.
+var (
+	// ErrDuplicateName is returned when a name is listened on twice in one Set.
+	ErrDuplicateName = errors.New("listener: name already in use in this set")
+	// ErrBadName is returned for names outside [A-Za-z0-9._-]{1,64}.
+	ErrBadName = errors.New("listener: bad name")
+	// ErrUnsupportedNetwork is returned for networks other than tcp, tcp4,
+	// tcp6 and unix.
+	ErrUnsupportedNetwork = errors.New("listener: unsupported network")
+	// ErrLiveSocket is returned when a unix socket path is served by a live
+	// process that is not our previous generation. It wraps EADDRINUSE.
+	ErrLiveSocket = fmt.Errorf("listener: a live process listens on this unix socket: %w", syscall.EADDRINUSE)
+	// ErrNotSocket is returned when a unix socket path exists and is not a
+	// socket; the file is left alone.
+	ErrNotSocket = errors.New("listener: path exists and is not a socket")
+)
+
+// Error describes a failure to provide one named listener.
+type Error struct {
+	Name, Network, Addr string
+	Err                 error
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("listener %q (%s %s): %v", e.Name, e.Network, e.Addr, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// names are also used as FDNAME= in systemd's fd store, which rejects
+// colons and control characters; keep them plain.
+var validName = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// Set provides the named listeners of one generation. The zero value binds
+// every listener anew; set Handoff to inherit from a previous generation.
+// A Set is safe for concurrent use.
+type Set struct {
+	// Handoff, if not nil, supplies listeners handed over by the previous
+	// generation and receives the ones to hand to the next.
+	Handoff Handoff
+	// ListenConfig is used to bind new listeners.
+	ListenConfig net.ListenConfig
+
+	mu      sync.Mutex
+	entries map[string]*entry
+}
+
+type entry struct {
+	network, addr string
+	ln            net.Listener
+	inherited     bool
+	file          *unixFile // nil unless a unix socket with a path
+}
+
+// Listen returns the listener named name, bound to addr on network ("tcp",
+// "tcp4", "tcp6" or "unix"). It is inherited from the previous generation
+// when that one handed over a listener under the same name that is bound to
+// the same address; otherwise it is bound anew. Errors are of type *Error
+// and wrap the cause (for example syscall.EADDRINUSE or ErrLiveSocket).
+//
+// ctx bounds only the binding of a new socket.
+func (s *Set) Listen(ctx context.Context, name, network, addr string) (net.Listener, error) {
+	fail := func(err error) (net.Listener, error) {
+		return nil, &Error{Name: name, Network: network, Addr: addr, Err: err}
+	}
+	if !validName.MatchString(name) {
+		return fail(fmt.Errorf("%w %q: want 1 to 64 of A-Z a-z 0-9 . _ -", ErrBadName, name))
+	}
+	switch network {
+	case "tcp", "tcp4", "tcp6":
+		if _, err := net.ResolveTCPAddr(network, addr); err != nil {
+			return fail(err)
+		}
+	case "unix":
+		if addr == "" {
+			return fail(errors.New("empty unix socket path"))
+		}
+	default:
+		return fail(fmt.Errorf("%w %q: want tcp, tcp4, tcp6 or unix", ErrUnsupportedNetwork, network))
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.entries[name]; ok {
+		return fail(ErrDuplicateName)
+	}
+
+	e, err := s.inherit(name, network, addr)
+	if err != nil {
+		return fail(err)
+	}
+	if e == nil {
+		if e, err = s.bind(ctx, network, addr); err != nil {
+			return fail(err)
+		}
+	}
+	if s.Handoff != nil && !e.inherited {
+		tl, ok := e.ln.(tableflip.Listener)
+		if !ok {
+			e.ln.Close()
+			return fail(fmt.Errorf("%T cannot be handed over", e.ln))
+		}
+		if err := s.Handoff.AddListener(handoffNetwork, name, tl); err != nil {
+			e.ln.Close()
+			return fail(err)
+		}
+	}
+	if s.entries == nil {
+		s.entries = make(map[string]*entry)
+	}
+	s.entries[name] = e
+	return e.ln, nil
+}
+
+// inherit returns the handed-over listener for name if it matches the
+// configured address, or nil.
+func (s *Set) inherit(name, network, addr string) (*entry, error) {
+	if s.Handoff == nil {
+		return nil, nil
+	}
+	ln, err := s.Handoff.Listener(handoffNetwork, name)
+	if err != nil || ln == nil {
+		return nil, err
+	}
+	if !sameAddress(ln.Addr(), network, addr) {
+		// The configuration moved this name to another address. The old
+		// socket is not served; binding the new one below re-registers the
+		// name, and tableflip drops its copy of the old fd.
+		ln.Close()
+		return nil, nil
+	}
+	e := &entry{network: network, addr: addr, ln: ln, inherited: true}
+	if network == "unix" {
+		e.file = statUnixFile(addr)
+	}
+	return e, nil
+}
+
+func (s *Set) bind(ctx context.Context, network, addr string) (*entry, error) {
+	if network != "unix" {
+		ln, err := s.ListenConfig.Listen(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &entry{network: network, addr: addr, ln: ln}, nil
+	}
+	ln, err := s.ListenConfig.Listen(ctx, network, addr)
+	if errors.Is(err, syscall.EADDRINUSE) && !isAbstract(addr) {
+		if err := removeStaleSocket(ctx, addr); err != nil {
+			return nil, err
+		}
+		ln, err = s.ListenConfig.Listen(ctx, network, addr)
+	}
+	if err != nil {
+		return nil, err
+	}
+	// The file belongs to the service, not to this generation: only
+	// Set.Unlink may remove it.
+	if ul, ok := ln.(*net.UnixListener); ok {
+		ul.SetUnlinkOnClose(false)
+	}
+	return &entry{network: network, addr: addr, ln: ln, file: statUnixFile(addr)}, nil
+}
+
+// removeStaleSocket removes the socket file at path if no process accepts
+// on it, which is what a crashed server leaves behind.
+func removeStaleSocket(ctx context.Context, path string) error {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return err
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return ErrNotSocket
+	}
+	d := net.Dialer{Timeout: time.Second}
+	conn, err := d.DialContext(ctx, "unix", path)
+	if err == nil {
+		conn.Close()
+		return ErrLiveSocket
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("probing existing socket file: %w", err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("removing stale socket file: %w", err)
+	}
+	return nil
+}
+
+// Inherited reports whether the listener named name came from the previous
+// generation (false also when there is no such listener).
+func (s *Set) Inherited(name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.entries[name]
+	return e != nil && e.inherited
+}
+
+// Close closes every listener of the set. It does not remove unix socket
+// files, which may be in use by the next generation; see Unlink.
+func (s *Set) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	for _, e := range s.entries {
+		if err := e.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Unlink removes the files of the set's unix sockets, each only while the
+// path still names the socket file this set listened on (a file that was
+// replaced since belongs to someone else). Call it only when the service
+// stops for good, never when handing the sockets to a new generation.
+func (s *Set) Unlink() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	for _, e := range s.entries {
+		if e.file == nil || !e.file.stillThere(e.addr) {
+			continue
+		}
+		if err := os.Remove(e.addr); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func isAbstract(path string) bool { return len(path) > 0 && path[0] == '@' }
+
+// sameAddress reports whether a listener bound at got serves what the
+// configuration asks for with network and addr.
+func sameAddress(got net.Addr, network, addr string) bool {
+	switch g := got.(type) {
+	case *net.TCPAddr:
+		if network == "unix" {
+			return false
+		}
+		want, err := net.ResolveTCPAddr(network, addr)
+		if err != nil {
+			return false
+		}
+		if want.Port != 0 && want.Port != g.Port {
+			return false
+		}
+		if want.IP == nil || want.IP.IsUnspecified() {
+			return g.IP == nil || g.IP.IsUnspecified()
+		}
+		return want.IP.Equal(g.IP)
+	case *net.UnixAddr:
+		return network == "unix" && g.Name == addr
+	}
+	return false
+}

@@ -1,0 +1,246 @@
+package listener
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cloudflare/tableflip"
+)
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+func listen(t *testing.T, s *Set, name, network, addr string) net.Listener {
+	t.Helper()
+	ln, err := s.Listen(ctx(t), name, network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// fakeHandoff plays the previous generation: it hands over duplicates of the
+// listeners recorded with AddListener, as tableflip does across exec.
+type fakeHandoff struct{ files map[string]*os.File }
+
+func (h *fakeHandoff) AddListener(network, addr string, ln tableflip.Listener) error {
+	f, err := ln.(interface{ File() (*os.File, error) }).File()
+	if err != nil {
+		return err
+	}
+	if h.files == nil {
+		h.files = map[string]*os.File{}
+	}
+	h.files[network+":"+addr] = f
+	return nil
+}
+
+func (h *fakeHandoff) Listener(network, addr string) (net.Listener, error) {
+	f := h.files[network+":"+addr]
+	if f == nil {
+		return nil, nil
+	}
+	return net.FileListener(f)
+}
+
+func TestBadInput(t *testing.T) {
+	busy := listen(t, &Set{}, "busy", "tcp", "127.0.0.1:0")
+	for _, tc := range []struct {
+		name, lname, network, addr string
+		want                       error
+	}{
+		{"bad name", "a:b", "tcp", "127.0.0.1:0", ErrBadName},
+		{"empty name", "", "tcp", "127.0.0.1:0", ErrBadName},
+		{"unsupported network", "x", "udp", "127.0.0.1:0", ErrUnsupportedNetwork},
+		{"missing port", "x", "tcp", "127.0.0.1", nil},
+		{"port out of range", "x", "tcp", "127.0.0.1:99999", nil},
+		{"address in use", "x", "tcp", busy.Addr().String(), syscall.EADDRINUSE},
+		{"empty unix path", "x", "unix", "", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := (&Set{}).Listen(ctx(t), tc.lname, tc.network, tc.addr)
+			if err == nil {
+				ln.Close()
+				t.Fatal("Listen succeeded, want an error")
+			}
+			var le *Error
+			if !errors.As(err, &le) || le.Name != tc.lname || le.Addr != tc.addr {
+				t.Fatalf("error %v is not a *listener.Error naming %q %q", err, tc.lname, tc.addr)
+			}
+			if tc.want != nil && !errors.Is(err, tc.want) {
+				t.Fatalf("error %v does not wrap %v", err, tc.want)
+			}
+			t.Log(err)
+		})
+	}
+}
+
+func TestDuplicateName(t *testing.T) {
+	var s Set
+	listen(t, &s, "http", "tcp", "127.0.0.1:0")
+	if _, err := s.Listen(ctx(t), "http", "tcp", "127.0.0.1:0"); !errors.Is(err, ErrDuplicateName) {
+		t.Fatalf("second Listen(http) = %v, want ErrDuplicateName", err)
+	}
+}
+
+func TestInheritByNameNotAddressText(t *testing.T) {
+	h := &fakeHandoff{}
+	old := listen(t, &Set{Handoff: h}, "http", "tcp", "127.0.0.1:0")
+	port := old.Addr().(*net.TCPAddr).Port
+
+	next := &Set{Handoff: h}
+	// Another spelling of the same address is the same listener.
+	ln := listen(t, next, "http", "tcp", net.JoinHostPort("localhost", itoa(port)))
+	if !next.Inherited("http") {
+		t.Fatal("listener was bound anew, want inherited")
+	}
+	if ln.Addr().String() != old.Addr().String() {
+		t.Fatalf("inherited %v, want %v", ln.Addr(), old.Addr())
+	}
+	// A connection queued on the socket is accepted through the inherited fd.
+	old.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ac, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac.Close()
+}
+
+func TestAddressChangeBindsAnew(t *testing.T) {
+	h := &fakeHandoff{}
+	listen(t, &Set{Handoff: h}, "http", "tcp", "127.0.0.1:0")
+	next := &Set{Handoff: h}
+	ln := listen(t, next, "http", "tcp", "127.0.0.2:0")
+	if next.Inherited("http") {
+		t.Fatal("listener on a changed address was inherited")
+	}
+	if got := ln.Addr().(*net.TCPAddr).IP.String(); got != "127.0.0.2" {
+		t.Fatalf("bound %v, want 127.0.0.2", ln.Addr())
+	}
+}
+
+func TestUnixStaleSocketDoesNotBlockColdStart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.sock")
+	// A crashed process leaves its socket file behind.
+	dead, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead.SetUnlinkOnClose(false)
+	dead.Close()
+	if _, err := os.Lstat(path); err != nil {
+		t.Fatalf("stale file missing: %v", err)
+	}
+	var s Set
+	ln := listen(t, &s, "api", "unix", path)
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatalf("dial after cold start over a stale file: %v", err)
+	}
+	c.Close()
+	_ = ln
+}
+
+func TestUnixLiveSocketIsNeverStolen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.sock")
+	live, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	go func() {
+		for {
+			c, err := live.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	_, err = (&Set{}).Listen(ctx(t), "api", "unix", path)
+	if !errors.Is(err, ErrLiveSocket) || !errors.Is(err, syscall.EADDRINUSE) {
+		t.Fatalf("Listen on a live socket = %v, want ErrLiveSocket", err)
+	}
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatalf("the live socket was disturbed: %v", err)
+	}
+	c.Close()
+}
+
+func TestUnixPathThatIsNotASocket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.sock")
+	if err := os.WriteFile(path, []byte("data"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := (&Set{}).Listen(ctx(t), "api", "unix", path)
+	if !errors.Is(err, ErrNotSocket) {
+		t.Fatalf("Listen over a regular file = %v, want ErrNotSocket", err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "data" {
+		t.Fatal("the regular file was touched")
+	}
+}
+
+func TestUnixCloseKeepsFileUnlinkRemovesIt(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.sock")
+	h := &fakeHandoff{}
+	s := &Set{Handoff: h}
+	listen(t, s, "api", "unix", path)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(path); err != nil {
+		t.Fatalf("Close removed the socket file the next generation needs: %v", err)
+	}
+	// The next generation inherits it and, stopping for good, unlinks it.
+	next := &Set{Handoff: h}
+	listen(t, next, "api", "unix", path)
+	if !next.Inherited("api") {
+		t.Fatal("unix listener not inherited")
+	}
+	if err := next.Unlink(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Unlink left the file: %v", err)
+	}
+}
+
+func TestUnlinkSparesAReplacedFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.sock")
+	var s Set
+	listen(t, &s, "api", "unix", path)
+	// Someone else removed our file and created theirs at the same path.
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	other, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if err := s.Unlink(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(path); err != nil {
+		t.Fatalf("Unlink removed a file that is not ours: %v", err)
+	}
+}
+
+func itoa(i int) string { return (&net.TCPAddr{Port: i}).String()[1:] }
