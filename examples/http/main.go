@@ -1,0 +1,111 @@
+// Command http is an HTTP server with hitless upgrades: send it SIGHUP to
+// replace it with the binary now at its path, SIGTERM to drain and stop.
+//
+//	GET /                   200, header X-Pid: <pid of the serving process>
+//	GET /?sleep=2s          the same, after 2 s
+//	GET /stream?dur=3s      one line every 100 ms for 3 s; header X-Lines says how many
+//
+// It is the server the demo, the tests and the benchmarks upgrade under load.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/hitlessgo/hitless/drain"
+	"github.com/hitlessgo/hitless/upgrade"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "http:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	addr := flag.String("addr", "127.0.0.1:8080", "listen address: host:port, or a unix socket path with -network unix")
+	network := flag.String("network", "tcp", "tcp or unix")
+	pidFile := flag.String("pidfile", "", "write the serving generation's PID here")
+	upgradeTimeout := flag.Duration("upgrade-timeout", upgrade.DefaultUpgradeTimeout, "how long a new generation has to become ready")
+	drainTimeout := flag.Duration("drain-timeout", upgrade.DefaultDrainTimeout, "how long in-flight requests have to finish")
+	flag.Parse()
+
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	upg, err := upgrade.New(upgrade.Options{
+		PIDFile:        *pidFile,
+		UpgradeTimeout: *upgradeTimeout,
+		DrainTimeout:   *drainTimeout,
+		Logger:         log,
+	})
+	if err != nil {
+		return err
+	}
+	defer upg.Stop()
+	defer upg.HandleSignals()()
+
+	ln, err := upg.Listen(context.Background(), "http", *network, *addr)
+	if err != nil {
+		return err
+	}
+	srv := &drain.HTTP{Server: &http.Server{Handler: handler(), ReadHeaderTimeout: 10 * time.Second}}
+	go func() {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			log.Error("serve", "err", err)
+			upg.Stop()
+		}
+	}()
+	return upg.Run(context.Background(), srv)
+}
+
+func handler() http.Handler {
+	pid := strconv.Itoa(os.Getpid())
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Pid", pid)
+		if s := r.URL.Query().Get("sleep"); s != "" {
+			d, err := time.ParseDuration(s)
+			if err != nil {
+				http.Error(w, "bad sleep: "+err.Error(), http.StatusBadRequest)
+				return
+			}
+			select {
+			case <-time.After(d):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		fmt.Fprintln(w, "hello from", pid)
+	})
+	mux.HandleFunc("GET /stream", func(w http.ResponseWriter, r *http.Request) {
+		d, err := time.ParseDuration(r.URL.Query().Get("dur"))
+		if err != nil {
+			http.Error(w, "bad dur: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		const every = 100 * time.Millisecond
+		lines := int(d / every)
+		w.Header().Set("X-Pid", pid)
+		w.Header().Set("X-Lines", strconv.Itoa(lines))
+		w.Header().Set("Content-Type", "text/plain")
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for i := range lines {
+			select {
+			case <-tick.C:
+			case <-r.Context().Done():
+				return
+			}
+			fmt.Fprintf(w, "line %d from %s\n", i+1, pid)
+			w.(http.Flusher).Flush()
+		}
+	})
+	return mux
+}
