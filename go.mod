@@ -3,9 +3,9 @@ module github.com/hitlessgo/hitless
 go 1.26.8
 
 require (
-	github.com/cloudflare/tableflip v1.2.3 // indirect
-	github.com/coreos/go-systemd/v22 v22.7.0 // indirect
-	go.uber.org/goleak v1.3.0 // indirect
-	golang.org/x/sync v0.25.0 // indirect
-	golang.org/x/sys v0.50.0 // indirect
+	github.com/cloudflare/tableflip v1.2.3
+	github.com/coreos/go-systemd/v22 v22.7.0
+	go.uber.org/goleak v1.3.0
+	golang.org/x/sync v0.25.0
+	golang.org/x/sys v0.50.0
 )

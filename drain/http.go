@@ -49,6 +49,7 @@ type HTTP struct {
 	mu        sync.Mutex
 	conns     map[net.Conn]*connInfo
 	listeners map[net.Listener]struct{}
+	serving   sync.WaitGroup // Serve calls still in their accept loop
 	drainedAt time.Time
 	ended     int
 	open      int
@@ -70,7 +71,9 @@ func (h *HTTP) Serve(ln net.Listener) error {
 		return http.ErrServerClosed
 	}
 	h.listeners[ln] = struct{}{}
+	h.serving.Add(1)
 	h.mu.Unlock()
+	defer h.serving.Done()
 	err := h.Server.Serve(ln)
 	if h.draining.Load() {
 		// Drain closed the listener to stop accepting; that is a clean end.
@@ -89,7 +92,9 @@ func (h *HTTP) ServeTLS(ln net.Listener, certFile, keyFile string) error {
 		return http.ErrServerClosed
 	}
 	h.listeners[ln] = struct{}{}
+	h.serving.Add(1)
 	h.mu.Unlock()
+	defer h.serving.Done()
 	err := h.Server.ServeTLS(ln, certFile, keyFile)
 	if h.draining.Load() {
 		return http.ErrServerClosed
@@ -178,6 +183,12 @@ func (h *HTTP) Drain(ctx context.Context) (Report, error) {
 	for ln := range listeners {
 		ln.Close()
 	}
+	// A connection accepted just before the close is registered (its
+	// StateNew hook runs) by the accept loop before that loop returns; until
+	// every loop has returned, an empty connection set does not mean the
+	// drain is done. Exiting earlier would drop such a connection unanswered.
+	accepting := make(chan struct{})
+	go func() { h.serving.Wait(); close(accepting) }()
 
 	report := func(cut int) Report {
 		h.mu.Lock()
@@ -187,21 +198,39 @@ func (h *HTTP) Drain(ctx context.Context) (Report, error) {
 
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()
+	acceptDone := false
 	for {
-		if h.closeIdle(idle) == 0 {
+		acceptDone = acceptDone || isClosed(accepting)
+		if h.closeIdle(idle) == 0 && acceptDone {
 			// Nothing is left; Shutdown only lets Serve return and releases
 			// the server's resources.
 			err := h.Server.Shutdown(ctx)
 			return report(0), err
 		}
+		wake := accepting
+		if acceptDone {
+			wake = nil
+		}
 		select {
 		case <-tick.C:
+		case <-wake: // look again at once
 		case <-ctx.Done():
 			cut := h.busy()
-			// Close also closes connections the tracking has not seen yet.
+			// Close also closes connections the tracking has not seen yet,
+			// and makes the accept loops return.
 			h.Server.Close()
+			<-accepting
 			return report(cut), fmt.Errorf("drain %s: %d connection(s) cut at the deadline: %w", name, cut, ctx.Err())
 		}
+	}
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
 	}
 }
 

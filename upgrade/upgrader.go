@@ -63,6 +63,7 @@ type Upgrader struct {
 	readyOnce sync.Once
 	readyErr  error
 	ready     atomic.Bool
+	readyC    chan struct{} // closed when Ready succeeds; opens the accept gates
 
 	// attempt holds a token while an upgrade attempt runs: one at a time.
 	attempt chan struct{}
@@ -115,6 +116,7 @@ func New(opts Options) (*Upgrader, error) {
 		tf:      tf,
 		attempt: make(chan struct{}, 1),
 		exit:    make(chan struct{}),
+		readyC:  make(chan struct{}),
 	}
 	u.listeners.Handoff = tf.Fds
 	u.listeners.ListenConfig = opts.ListenConfig
@@ -128,8 +130,17 @@ func (u *Upgrader) HasParent() bool { return u.tf.HasParent() }
 // Listen returns the listener named name, inherited from the previous
 // generation if it handed one over for the same address, else bound anew.
 // See listener.Set.Listen for the details and errors.
+//
+// Accept on the returned listener blocks until Ready has succeeded, so
+// that a generation that fails before it is ready never takes a
+// connection (they wait in the socket's queue meanwhile). Serve it before
+// calling Ready, but do not make Ready wait on a connection to it.
 func (u *Upgrader) Listen(ctx context.Context, name, network, addr string) (net.Listener, error) {
-	return u.listeners.Listen(ctx, name, network, addr)
+	ln, err := u.listeners.Listen(ctx, name, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return &gatedListener{Listener: ln, ready: u.readyC, closed: make(chan struct{})}, nil
 }
 
 // Ready reports that this generation serves: it writes the PID file, tells
@@ -145,6 +156,9 @@ func (u *Upgrader) Ready() error {
 				return
 			}
 		}
+		// Open the accept gates before the previous generation stops
+		// accepting, so that the socket's queue is never left unserved.
+		close(u.readyC)
 		if err := u.tf.Ready(); err != nil {
 			u.readyErr = fmt.Errorf("upgrade: telling the previous generation: %w", err)
 			return

@@ -92,6 +92,16 @@ type Config struct {
 	// Pace is a pause each worker takes after every request. Zero means
 	// none (as fast as the server answers).
 	Pace time.Duration
+	// ReuseCheck makes a worker look, without blocking, whether the server
+	// has already closed a kept-alive connection (its FIN or RST, or
+	// unsolicited bytes, have arrived) before sending the next request on
+	// it, and dial a new one instead if so, as browsers and net/http's
+	// Transport do. That request was never sent, so this is no retry;
+	// Result.ClosedIdle counts such connections. Off by default: a server
+	// that closes a connection a client may be reusing is what upgrade
+	// tests must catch, whatever the timing; the check only narrows the
+	// race to the requests already on their way (unix only).
+	ReuseCheck bool
 	// Samples makes Run record a [Sample] for every request, for latency
 	// analysis around upgrades. It costs memory proportional to the number
 	// of requests.
@@ -340,6 +350,10 @@ func (w *worker) do(deadline time.Time) (o outcome) {
 		w.drop()
 		o.class, o.err = c, err
 		return o
+	}
+	if w.conn != nil && w.cfg.ReuseCheck && (w.br.Buffered() > 0 || peerClosed(w.conn)) {
+		w.res.ClosedIdle++
+		w.drop()
 	}
 	if w.conn == nil {
 		d := net.Dialer{Deadline: deadline}

@@ -31,6 +31,9 @@ type Result struct {
 	// FirstSeen and LastSeen are when the first and the last response
 	// header carrying each X-Pid arrived.
 	FirstSeen, LastSeen map[int]time.Time
+	// ClosedIdle counts kept-alive connections found closed by the server
+	// before reuse and replaced (Config.ReuseCheck); not failures.
+	ClosedIdle int64
 	// Latency holds the duration of every request, failed ones included.
 	Latency Histogram
 	// Samples has one entry per request, ordered by start time, when
@@ -92,15 +95,20 @@ func (r Result) String() string {
 	fmt.Fprintf(&b, "), p50 %s p99 %s max %s, %d generations",
 		fmtDur(r.Latency.Quantile(0.5)), fmtDur(r.Latency.Quantile(0.99)), fmtDur(r.Latency.Max()),
 		r.Generations())
+	if r.ClosedIdle > 0 {
+		fmt.Fprintf(&b, ", %d idle connections found closed", r.ClosedIdle)
+	}
 	return b.String()
 }
 
-// fmtDur prints d with about three significant digits, in ms below 10 s.
+// fmtDur prints d with about three significant digits, in ms below 1 s.
 func fmtDur(d time.Duration) string {
 	ms := float64(d) / float64(time.Millisecond)
 	switch {
 	case d >= 10*time.Second:
 		return fmt.Sprintf("%.1fs", d.Seconds())
+	case d >= time.Second:
+		return fmt.Sprintf("%.2fs", d.Seconds())
 	case ms >= 100:
 		return fmt.Sprintf("%.0fms", ms)
 	case ms >= 10:
@@ -127,6 +135,7 @@ func Merge(rs ...Result) Result {
 	for _, r := range rs {
 		m.Requests += r.Requests
 		m.OK += r.OK
+		m.ClosedIdle += r.ClosedIdle
 		for c, n := range r.Failures {
 			m.Failures[c] += n
 		}

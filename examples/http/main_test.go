@@ -1,0 +1,293 @@
+package main
+
+// These tests build this program (with -race) and upgrade it under real load,
+// counting failures with a client that never retries.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/hitlessgo/hitless/internal/harness"
+	"github.com/hitlessgo/hitless/internal/loadgen"
+)
+
+var binary string // built once in TestMain
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "hitless-example-http")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "http")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	err = harness.Build(ctx, "./examples/http", binary, true, "")
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "building the example:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := 0
+	func() {
+		defer os.RemoveAll(dir)
+		defer func() {
+			if err := goleak.Find(); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				code = 1
+			}
+		}()
+		code = m.Run()
+	}()
+	os.Exit(code)
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+type server struct {
+	*harness.Server
+	addr, log string
+}
+
+func start(t *testing.T, args ...string) *server {
+	t.Helper()
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	logf, err := os.Create(filepath.Join(dir, "server.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		logf.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			t.Logf("server log:\n%s", b)
+		}
+	})
+	pidFile := filepath.Join(dir, "http.pid")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := harness.Start(ctx, harness.Config{
+		Binary:  binary,
+		Args:    append([]string{"-addr", addr, "-pidfile", pidFile}, args...),
+		PIDFile: pidFile,
+		Log:     logf,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return &server{Server: s, addr: addr, log: logf.Name()}
+}
+
+// upgradesUnderLoad upgrades the server n times while cfg's load runs and
+// returns the load's result.
+func upgradesUnderLoad(t *testing.T, s *server, cfg loadgen.Config, n int) loadgen.Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	defer stopLoad()
+	cfg.Network, cfg.Addr = "tcp", s.addr
+	var (
+		res     loadgen.Result
+		loadErr error
+		wg      sync.WaitGroup
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		res, loadErr = loadgen.Run(loadCtx, cfg)
+	}()
+	time.Sleep(300 * time.Millisecond) // load is flowing before the first upgrade
+	for i := range n {
+		u, err := s.Upgrade(ctx)
+		if err != nil {
+			stopLoad()
+			wg.Wait()
+			t.Fatalf("upgrade %d: %v", i+1, err)
+		}
+		t.Logf("upgrade %2d: %d -> %d ready after %v, old exited after %v", i+1, u.Old, u.New,
+			u.Ready.Sub(u.Signalled).Round(time.Millisecond), u.OldExited.Sub(u.Signalled).Round(time.Millisecond))
+		if code := u.OldStatus.ExitStatus(); u.OldStatus.Exited() && code != 0 {
+			t.Errorf("upgrade %d: old generation exited with status %d", i+1, code)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond) // and on the last generation
+	stopLoad()
+	wg.Wait()
+	if loadErr != nil {
+		t.Fatal(loadErr)
+	}
+	return res
+}
+
+func TestUpgradesUnderLoad(t *testing.T) {
+	const upgrades = 20
+	for _, cfg := range []loadgen.Config{
+		{Kind: loadgen.KeepAlive, Workers: 8},
+		{Kind: loadgen.NewConn, Workers: 4},
+		{Kind: loadgen.Slow, Workers: 8, Sleep: time.Second},
+		{Kind: loadgen.Stream, Workers: 4, StreamDur: 1500 * time.Millisecond},
+	} {
+		t.Run(string(cfg.Kind), func(t *testing.T) {
+			s := start(t)
+			res := upgradesUnderLoad(t, s, cfg, upgrades)
+			t.Log(res.String())
+			if res.Failed() != 0 {
+				t.Errorf("%d of %d requests failed: %v", res.Failed(), res.Requests, res.Errors)
+			}
+			// Traffic really spanned the generations.
+			if len(res.PIDs) < upgrades/2 {
+				t.Errorf("responses came from %d generations, want most of the %d", len(res.PIDs), upgrades+1)
+			}
+			if res.OK < int64(upgrades) {
+				t.Errorf("only %d requests succeeded", res.OK)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if st, err := s.Stop(ctx); err != nil || st.ExitStatus() != 0 {
+				t.Errorf("stop: %v, %v; want exit status 0", st, err)
+			}
+		})
+	}
+}
+
+// get sends one request on its own connection and reports the outcome.
+func get(addr, path string, timeout time.Duration) (int, error) {
+	c := &http.Client{Timeout: timeout, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get("http://" + addr + path)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	_, err = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode, err
+}
+
+func TestStopDrainsSlowRequests(t *testing.T) {
+	s := start(t, "-drain-timeout", "10s")
+	const n = 6
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			code, err := get(s.addr, "/?sleep=2s", 20*time.Second)
+			if err == nil && code != 200 {
+				err = fmt.Errorf("status %d", code)
+			}
+			errs <- err
+		}()
+	}
+	time.Sleep(500 * time.Millisecond)
+	begin := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	st, err := s.Stop(ctx)
+	took := time.Since(begin)
+	if err != nil || !st.Exited() || st.ExitStatus() != 0 {
+		t.Fatalf("stop: %v, %v; want exit status 0", st, err)
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Errorf("slow request failed during stop: %v", err)
+		}
+	}
+	if took > 4*time.Second {
+		t.Errorf("exit took %v; the requests needed 1.5s more", took)
+	}
+	log, _ := os.ReadFile(s.log)
+	if want := fmt.Sprintf("server=http open=%d ended=%d cut=0", n, n); !strings.Contains(string(log), want) {
+		t.Errorf("no drain report %q in the log:\n%s", want, log)
+	}
+}
+
+func TestStopPastDeadlineCutsAndReports(t *testing.T) {
+	s := start(t, "-drain-timeout", "700ms")
+	const n = 3
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			_, err := get(s.addr, "/?sleep=10s", 20*time.Second)
+			errs <- err
+		}()
+	}
+	time.Sleep(500 * time.Millisecond)
+	begin := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	st, err := s.Stop(ctx)
+	took := time.Since(begin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took < 600*time.Millisecond || took > 3*time.Second {
+		t.Errorf("exited %v after SIGTERM, want at the 700ms deadline", took)
+	}
+	for range n {
+		if err := <-errs; err == nil {
+			t.Error("a request past the deadline was not cut")
+		}
+	}
+	log, _ := os.ReadFile(s.log)
+	if want := fmt.Sprintf("%d connection(s) cut at the deadline", n); !strings.Contains(string(log), want) {
+		t.Errorf("log does not report %q:\n%s", want, log)
+	}
+	if st.ExitStatus() != 1 {
+		t.Errorf("exit status %d, want 1 when connections were cut", st.ExitStatus())
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"address in use", []string{"-addr", busy.Addr().String()}, "address already in use"},
+		{"malformed address", []string{"-addr", "nonsense"}, "missing port in address"},
+		{"port out of range", []string{"-addr", "127.0.0.1:70000"}, "invalid port"},
+		{"unwritable PID file", []string{"-addr", "127.0.0.1:0", "-pidfile", filepath.Join(dir, "no", "such", "dir", "x.pid")}, "PID file"},
+		{"unsupported network", []string{"-network", "udp", "-addr", "127.0.0.1:0"}, "unsupported network"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, binary, tc.args...).CombinedOutput()
+			ee, ok := err.(*exec.ExitError)
+			if !ok || ee.ExitCode() != 1 {
+				t.Fatalf("exit: %v, want status 1; output:\n%s", err, out)
+			}
+			if !strings.Contains(string(out), tc.want) {
+				t.Fatalf("output does not say %q:\n%s", tc.want, out)
+			}
+			t.Logf("%s", strings.TrimSpace(string(out)))
+		})
+	}
+}

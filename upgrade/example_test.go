@@ -1,0 +1,52 @@
+package upgrade_test
+
+import (
+	"context"
+	"errors"
+	"log"
+	"net/http"
+	"os"
+
+	"github.com/hitlessgo/hitless/drain"
+	"github.com/hitlessgo/hitless/upgrade"
+)
+
+// The common main: SIGHUP upgrades, SIGTERM drains and stops.
+func Example() {
+	upg, err := upgrade.New(upgrade.Options{PIDFile: "/run/app.pid"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer upg.Stop()
+	defer upg.HandleSignals()()
+
+	ln, err := upg.Listen(context.Background(), "http", "tcp", "127.0.0.1:8080")
+	if err != nil {
+		log.Fatal(err)
+	}
+	srv := &drain.HTTP{Server: &http.Server{Handler: http.NotFoundHandler()}}
+	go srv.Serve(ln)
+	if err := upg.Run(context.Background(), srv); err != nil {
+		log.Print(err)
+	}
+}
+
+// Upgrading from a deploy hook rather than a signal, and telling the
+// failures apart.
+func ExampleUpgrader_Upgrade() {
+	var upg *upgrade.Upgrader // from upgrade.New
+	ctx := context.Background()
+	err := upg.Upgrade(ctx)
+	var ce *upgrade.ChildError
+	switch {
+	case err == nil:
+		// The new generation serves; Run is draining this one.
+	case errors.As(err, &ce) && ce.Reason == upgrade.TimedOut:
+		log.Printf("new version hung at start-up (pid %d); still serving the old one", ce.PID)
+	case errors.Is(err, upgrade.ErrChildFailed):
+		log.Printf("new version failed, still serving the old one: %v", err)
+	default:
+		log.Print(err)
+		os.Exit(1)
+	}
+}

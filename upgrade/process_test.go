@@ -1,0 +1,433 @@
+package upgrade
+
+// Process-level tests: the test binary re-executes itself as a server that
+// uses this package (see serverMain), and each test drives real generations
+// of it through upgrades under load.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/hitlessgo/hitless/drain"
+	"github.com/hitlessgo/hitless/internal/harness"
+	"github.com/hitlessgo/hitless/internal/loadgen"
+)
+
+// Environment of the re-executed server.
+const (
+	envRole     = "HITLESS_TEST_ROLE"      // "server"
+	envMode     = "HITLESS_TEST_MODE_FILE" // file whose content says how the next generation behaves
+	envResults  = "HITLESS_TEST_RESULTS"   // file that gets one JSON line per Upgrade call
+	envNetwork  = "HITLESS_TEST_NETWORK"
+	envAddr     = "HITLESS_TEST_ADDR"
+	envPIDFile  = "HITLESS_TEST_PIDFILE"
+	envUpgradeT = "HITLESS_TEST_UPGRADE_TIMEOUT"
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv(envRole) == "server" {
+		os.Exit(serverMain())
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// upgradeResult is what the server records about each Upgrade call.
+type upgradeResult struct {
+	PID        int    `json:"pid"`
+	Err        string `json:"err"`
+	Failed     bool   `json:"child_failed"`
+	Reason     string `json:"reason"`
+	ChildPID   int    `json:"child_pid"`
+	ExitStatus int    `json:"exit_status"`
+	Signal     int    `json:"signal"`
+}
+
+// serverMain is one generation of the test server. The mode file decides
+// how it behaves before it is ready: ok, crash, exit or hang.
+func serverMain() int {
+	mode := "ok"
+	if b, err := os.ReadFile(os.Getenv(envMode)); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		mode = strings.TrimSpace(string(b))
+	}
+	timeout, _ := time.ParseDuration(os.Getenv(envUpgradeT))
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	upg, err := New(Options{PIDFile: os.Getenv(envPIDFile), UpgradeTimeout: timeout, DrainTimeout: 10 * time.Second, Logger: log})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer upg.Stop()
+	ln, err := upg.Listen(context.Background(), "http", os.Getenv(envNetwork), os.Getenv(envAddr))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	switch mode {
+	case "crash":
+		// A real crash: a nil dereference, with the runtime told to die by
+		// the signal rather than exit 2.
+		debug.SetTraceback("crash")
+		var p *int
+		return *p
+	case "exit":
+		fmt.Fprintln(os.Stderr, "test server: bad configuration")
+		return 3
+	case "hang":
+		time.Sleep(time.Hour) // killed by the parent at UpgradeTimeout
+	}
+
+	srv := &drain.HTTP{Server: &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Pid", strconv.Itoa(os.Getpid()))
+		io.WriteString(w, "ok\n")
+	})}}
+	go srv.Serve(ln)
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		for sig := range sigs {
+			if sig == syscall.SIGTERM {
+				upg.Stop()
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			err := upg.Upgrade(ctx)
+			cancel()
+			recordResult(err)
+		}
+	}()
+	if err := upg.Run(context.Background(), srv); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+func recordResult(err error) {
+	r := upgradeResult{PID: os.Getpid()}
+	if err != nil {
+		r.Err = err.Error()
+		r.Failed = errors.Is(err, ErrChildFailed)
+	}
+	var ce *ChildError
+	if errors.As(err, &ce) {
+		r.Reason, r.ChildPID, r.ExitStatus, r.Signal = ce.Reason.String(), ce.PID, ce.ExitStatus, int(ce.Signal)
+	}
+	b, _ := json.Marshal(r)
+	f, ferr := os.OpenFile(os.Getenv(envResults), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+	if ferr != nil {
+		fmt.Fprintln(os.Stderr, ferr)
+		return
+	}
+	defer f.Close()
+	f.Write(append(b, '\n'))
+}
+
+// testServer is a running generation chain of the re-executed test binary.
+type testServer struct {
+	*harness.Server
+	t                 *testing.T
+	dir, bin          string
+	modeFile, results string
+	network, addr     string
+	seen              int
+}
+
+func startTestServer(t *testing.T, network string) *testServer {
+	t.Helper()
+	dir := t.TempDir()
+	ts := &testServer{
+		t: t, dir: dir, bin: filepath.Join(dir, "server"),
+		modeFile: filepath.Join(dir, "mode"), results: filepath.Join(dir, "results"),
+		network: network,
+	}
+	ts.installBinary()
+	if network == "unix" {
+		ts.addr = filepath.Join(dir, "http.sock")
+	} else {
+		ts.addr = freeAddr(t)
+	}
+	logf, err := os.Create(filepath.Join(dir, "server.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		logf.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			t.Logf("server log:\n%s", b)
+		}
+	})
+	pidFile := filepath.Join(dir, "server.pid")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := harness.Start(ctx, harness.Config{
+		Binary:  ts.bin,
+		Args:    []string{"-test.run=^$"},
+		PIDFile: pidFile,
+		Log:     logf,
+		Env: append(os.Environ(),
+			envRole+"=server", envMode+"="+ts.modeFile, envResults+"="+ts.results,
+			envNetwork+"="+network, envAddr+"="+ts.addr, envPIDFile+"="+pidFile,
+			envUpgradeT+"=1s"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ts.Server = s
+	return ts
+}
+
+// installBinary puts a copy of the test binary where the server execs its
+// next generation from.
+func (ts *testServer) installBinary() {
+	ts.t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	b, err := os.ReadFile(self)
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	tmp := ts.bin + ".new"
+	if err := os.WriteFile(tmp, b, 0o755); err != nil {
+		ts.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, ts.bin); err != nil {
+		ts.t.Fatal(err)
+	}
+}
+
+func (ts *testServer) setMode(mode string) {
+	ts.t.Helper()
+	if err := os.WriteFile(ts.modeFile, []byte(mode), 0o600); err != nil {
+		ts.t.Fatal(err)
+	}
+}
+
+// nextResult waits for the next line the server writes to the results file.
+func (ts *testServer) nextResult() upgradeResult {
+	ts.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if f, err := os.Open(ts.results); err == nil {
+			var lines []string
+			sc := bufio.NewScanner(f)
+			for sc.Scan() {
+				lines = append(lines, sc.Text())
+			}
+			f.Close()
+			if len(lines) > ts.seen {
+				var r upgradeResult
+				if err := json.Unmarshal([]byte(lines[ts.seen]), &r); err != nil {
+					ts.t.Fatal(err)
+				}
+				ts.seen++
+				return r
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	ts.t.Fatal("no upgrade result within 20s")
+	return upgradeResult{}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startLoad runs keep-alive and new-connection traffic until the returned
+// function is called, which returns the merged result.
+func startLoad(t *testing.T, network, addr string) func() []loadgen.Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	kinds := []loadgen.Config{
+		{Kind: loadgen.KeepAlive, Network: network, Addr: addr, Workers: 4, Pace: time.Millisecond},
+		{Kind: loadgen.NewConn, Network: network, Addr: addr, Workers: 2, Pace: 2 * time.Millisecond},
+	}
+	out := make(chan loadgen.Result, len(kinds))
+	for _, cfg := range kinds {
+		go func() {
+			r, err := loadgen.Run(ctx, cfg)
+			if err != nil {
+				t.Error(err)
+			}
+			out <- r
+		}()
+	}
+	return func() []loadgen.Result {
+		cancel()
+		var rs []loadgen.Result
+		for range kinds {
+			rs = append(rs, <-out)
+		}
+		return rs
+	}
+}
+
+func checkNoFailures(t *testing.T, rs []loadgen.Result) {
+	t.Helper()
+	for _, r := range rs {
+		t.Log(r.String())
+		if r.Requests == 0 {
+			t.Errorf("%s: no requests were sent", r.Kind)
+		}
+		if r.Failed() != 0 {
+			t.Errorf("%s: %d failed requests: %v", r.Kind, r.Failed(), r.Errors)
+		}
+	}
+}
+
+func TestFailedUpgradeLeavesOldGenerationServing(t *testing.T) {
+	ts := startTestServer(t, "tcp")
+	first := ts.PID()
+	stopLoad := startLoad(t, "tcp", ts.addr)
+
+	for _, tc := range []struct {
+		mode, reason string
+		check        func(r upgradeResult) error
+	}{
+		{"crash", Crashed.String(), func(r upgradeResult) error {
+			if r.Signal != int(syscall.SIGABRT) {
+				return fmt.Errorf("signal %d, want SIGABRT", r.Signal)
+			}
+			return nil
+		}},
+		{"exit", Exited.String(), func(r upgradeResult) error {
+			if r.ExitStatus != 3 {
+				return fmt.Errorf("exit status %d, want 3", r.ExitStatus)
+			}
+			return nil
+		}},
+		{"hang", TimedOut.String(), func(upgradeResult) error { return nil }},
+		{"missing", StartFailed.String(), func(r upgradeResult) error {
+			if !strings.Contains(r.Err, "no such file") {
+				return fmt.Errorf("error %q does not say the binary is missing", r.Err)
+			}
+			return nil
+		}},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			if tc.mode == "missing" {
+				os.Remove(ts.bin)
+				defer ts.installBinary()
+			} else {
+				ts.setMode(tc.mode)
+			}
+			if err := ts.Signal(syscall.SIGHUP); err != nil {
+				t.Fatal(err)
+			}
+			r := ts.nextResult()
+			t.Logf("Upgrade returned: %s", r.Err)
+			if !r.Failed || r.Reason != tc.reason {
+				t.Fatalf("Upgrade result %+v, want a ChildError with reason %q", r, tc.reason)
+			}
+			if err := tc.check(r); err != nil {
+				t.Fatal(err)
+			}
+			if r.PID != first || ts.PID() != first {
+				t.Fatalf("serving pid changed from %d to %d", first, ts.PID())
+			}
+			if tc.mode != "missing" && (r.ChildPID == 0 || processAlive(r.ChildPID)) {
+				t.Fatalf("failed child %d still alive (or unknown)", r.ChildPID)
+			}
+		})
+	}
+
+	// A good binary still upgrades afterwards.
+	ts.setMode("ok")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	up, err := ts.Upgrade(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := ts.nextResult(); r.Err != "" {
+		t.Fatalf("good upgrade returned %q", r.Err)
+	}
+	time.Sleep(200 * time.Millisecond) // traffic on the new generation
+	rs := stopLoad()
+	checkNoFailures(t, rs)
+	for _, r := range rs {
+		for pid := range r.PIDs {
+			if pid != first && pid != up.New {
+				t.Errorf("%s: a response came from pid %d, which never became ready", r.Kind, pid)
+			}
+		}
+		if r.PIDs[up.New] == 0 {
+			t.Errorf("%s: no response from the new generation %d", r.Kind, up.New)
+		}
+	}
+	status, err := ts.Stop(ctx)
+	if err != nil || status.ExitStatus() != 0 {
+		t.Fatalf("stop: status %v, err %v; want exit 0", status, err)
+	}
+}
+
+func TestUnixSocketHandedOverAndRemovedAtStop(t *testing.T) {
+	ts := startTestServer(t, "unix")
+	stopLoad := startLoad(t, "unix", ts.addr)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for range 3 {
+		if _, err := ts.Upgrade(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if r := ts.nextResult(); r.Err != "" {
+			t.Fatalf("upgrade returned %q", r.Err)
+		}
+		if fi, err := os.Lstat(ts.addr); err != nil || fi.Mode()&os.ModeSocket == 0 {
+			t.Fatalf("socket file after an upgrade: %v", err)
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	checkNoFailures(t, stopLoad())
+	status, err := ts.Stop(ctx)
+	if err != nil || status.ExitStatus() != 0 {
+		t.Fatalf("stop: status %v, err %v; want exit 0", status, err)
+	}
+	if _, err := os.Lstat(ts.addr); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("socket file left after stop: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(ts.dir, "server.pid")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("PID file left after stop: %v", err)
+	}
+}
+
+func processAlive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// state is the field after the parenthesised command name.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
