@@ -1,3 +1,5 @@
+//go:build unix
+
 package upgrade
 
 // Process-level tests: the test binary re-executes itself as a server that

@@ -1,3 +1,5 @@
+//go:build unix
+
 // Command demo shows a hitless upgrade under load: it builds and starts
 // examples/http, sends four kinds of traffic at it (keep-alive, a new
 // connection per request, slow requests, streams), upgrades it again and

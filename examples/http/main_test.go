@@ -1,3 +1,5 @@
+//go:build unix
+
 package main
 
 // These tests build this program (with -race) and upgrade it under real load,
