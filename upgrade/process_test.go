@@ -98,6 +98,13 @@ func serverMain() int {
 
 	srv := &drain.HTTP{Server: &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Pid", strconv.Itoa(os.Getpid()))
+		if name := r.URL.Query().Get("env"); name != "" {
+			// What a process the application spawns would inherit.
+			w.Header().Set("X-Env", fmt.Sprintf("%q", os.Getenv(name)))
+		}
+		if d, err := time.ParseDuration(r.URL.Query().Get("sleep")); err == nil {
+			time.Sleep(d)
+		}
 		io.WriteString(w, "ok\n")
 	})}}
 	go srv.Serve(ln)
@@ -432,4 +439,88 @@ func processAlive(pid int) bool {
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
+
+func TestUpgradeWhilePreviousGenerationDrainsWaits(t *testing.T) {
+	ts := startTestServer(t, "tcp")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	first := ts.PID()
+
+	// A slow request keeps the first generation draining after it hands over.
+	slow := make(chan error, 1)
+	go func() {
+		resp, err := http.Get("http://" + ts.addr + "/?sleep=2s")
+		if err == nil {
+			if resp.Header.Get("X-Pid") != strconv.Itoa(first) {
+				err = fmt.Errorf("slow request served by %s, want %d", resp.Header.Get("X-Pid"), first)
+			}
+			resp.Body.Close()
+		}
+		slow <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	// Wait only for the new generation; the first one is still draining.
+	if err := ts.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	second, err := ts.WaitPIDChange(ctx, first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := errorOf(ts.nextResult()); err != nil {
+		t.Fatal(err)
+	}
+	if !processAlive(first) {
+		t.Fatal("first generation exited before its slow request finished")
+	}
+	begin := time.Now()
+	if err := ts.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	r := ts.nextResult()
+	if r.Err != "" {
+		t.Fatalf("upgrade requested while the previous generation drained failed: %s", r.Err)
+	}
+	if processAlive(first) {
+		t.Fatal("second upgrade finished while the first generation still lived: three generations at once")
+	}
+	if err := <-slow; err != nil {
+		t.Fatalf("slow request: %v", err)
+	}
+	if waited := time.Since(begin); waited < time.Second {
+		t.Fatalf("second upgrade took %v; it should have waited for the first generation's 2s request", waited)
+	}
+	third, err := ts.WaitPIDChange(ctx, second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("generations %d -> %d -> %d", first, second, third)
+}
+
+func TestLibraryEnvironmentDoesNotLeak(t *testing.T) {
+	ts := startTestServer(t, "tcp")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := ts.Upgrade(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := errorOf(ts.nextResult()); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get("http://" + ts.addr + "/?env=" + tableflipSentinel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Get("X-Env"); got != `""` {
+		t.Fatalf("the upgraded generation's environment has %s=%s; processes it spawns would think they were handed sockets", tableflipSentinel, got)
+	}
+}
+
+func errorOf(r upgradeResult) error {
+	if r.Err != "" {
+		return errors.New(r.Err)
+	}
+	return nil
 }
