@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -291,5 +292,52 @@ func TestBadInput(t *testing.T) {
 			}
 			t.Logf("%s", strings.TrimSpace(string(out)))
 		})
+	}
+}
+
+func TestRepeatedHUPsCoalesce(t *testing.T) {
+	s := start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	defer stopLoad()
+	done := make(chan loadgen.Result, 1)
+	go func() {
+		r, err := loadgen.Run(loadCtx, loadgen.Config{Kind: loadgen.KeepAlive, Network: "tcp", Addr: s.addr, Workers: 4})
+		if err != nil {
+			t.Error(err)
+		}
+		done <- r
+	}()
+	time.Sleep(200 * time.Millisecond)
+	first := s.PID()
+	// A config-management run that signals several times in a row. They
+	// are spaced, because the kernel itself merges identical signals that
+	// are pending at once; these arrive while the upgrade runs.
+	for range 5 {
+		if err := syscall.Kill(first, syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(3 * time.Millisecond)
+	}
+	second, err := s.WaitPIDChange(ctx, first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.WaitExit(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // any extra upgrade would have happened by now
+	if pid := s.PID(); pid != second {
+		t.Errorf("5 HUPs during one upgrade led to more upgrades: %d -> %d -> %d", first, second, pid)
+	}
+	stopLoad()
+	res := <-done
+	t.Log(res.String())
+	if res.Failed() != 0 {
+		t.Errorf("%d requests failed: %v", res.Failed(), res.Errors)
+	}
+	if log, _ := os.ReadFile(s.log); strings.Contains(string(log), "upgrade failed") {
+		t.Errorf("a coalesced HUP was reported as a failed upgrade:\n%s", log)
 	}
 }
