@@ -1,14 +1,28 @@
 // Package drain ends a server's work gracefully within one deadline.
 //
 // Draining is what lets an old generation leave without failing a request:
-// it stops accepting (the next generation accepts on the same sockets), lets
-// the work in flight finish, closes connections at moments when no client
-// can be using them, and only at the deadline cuts what is left, reporting
-// how much that was.
+// it stops accepting (the next generation accepts on the same sockets),
+// tells the work in flight to wrap up, lets it finish, closes connections at
+// moments when no client can be using them, and only at the deadline cuts
+// what is left, reporting how much that was.
 //
-// This first cut drains HTTP/1.x servers ([HTTP]); every drainer implements
-// [Drainer], so the upgrade package, or a Kubernetes pod on SIGTERM, can end
-// several servers the same way.
+// Every drainer implements [Drainer]; the deadline is the ctx passed to
+// Drain. [Group] drains several in parallel under one deadline and reports
+// per server, so the upgrade package, or a Kubernetes pod on SIGTERM, ends
+// all of a process's servers the same way:
+//
+//   - [HTTP]: HTTP/1.x with a lame-duck phase, HTTP/2 over TLS and h2c with
+//     GOAWAY, and hijacked connections (WebSocket, CONNECT), whose handlers
+//     learn through [WrapUp] that they should finish.
+//   - [Listener]: a tracking listener for raw TCP (or unix) protocols.
+//   - [Stopper]: anything with GracefulStop and Stop, such as a gRPC server,
+//     without this module depending on it.
+//
+// Long-lived work (a stream, a WebSocket, a raw connection) cannot be
+// drained by waiting alone: each drainer has a WrapUp channel, closed when
+// its drain begins, that handlers select on to end their work at a clean
+// protocol boundary (a WebSocket close 1001 "going away", the end of a
+// gRPC stream, a goodbye line).
 //
 // # Why not http.Server.Shutdown alone
 //
@@ -21,35 +35,8 @@
 // drain began carries "Connection: close", so the client knows before the
 // connection ends and opens its next one to the new generation; a
 // connection left idle is closed only after it has stayed idle for
-// [HTTP.IdleTimeout] during the drain.
+// [HTTP.IdleTimeout] during the drain. Shutdown also ignores hijacked
+// connections (golang/go#17721), which [HTTP] tracks, and gRPC's
+// GracefulStop waits forever on a stream that does not end
+// (grpc/grpc-go#2448), which [Stopper] bounds.
 package drain
-
-import (
-	"context"
-	"time"
-)
-
-// Drainer is something that can be drained. Drain stops new work, waits for
-// the work in flight until ctx is done, then cuts what is left. It returns
-// ctx.Err() if anything had to be cut, and a report either way.
-type Drainer interface {
-	Drain(ctx context.Context) (Report, error)
-}
-
-// Report says how a drain went.
-type Report struct {
-	// Name names the drained server, for logs.
-	Name string
-	// Open is the number of connections open when the drain began, plus
-	// those accepted while it stopped accepting.
-	Open int
-	// Ended is the number of connections that ended gracefully: the client
-	// closed them, they were closed after a response that said so, or they
-	// were closed while idle.
-	Ended int
-	// Cut is the number of connections closed at the deadline while a
-	// request was being read or answered on them.
-	Cut int
-	// Duration is how long the drain took.
-	Duration time.Duration
-}

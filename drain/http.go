@@ -3,8 +3,8 @@ package drain
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -46,18 +46,29 @@ type HTTP struct {
 
 	setup     sync.Once
 	draining  atomic.Bool
+	wrap      wrapUp
 	mu        sync.Mutex
 	conns     map[net.Conn]*connInfo
+	hijacked  map[net.Conn]struct{} // handed to handlers; removed when they close them
+	cutting   bool                  // closes of hijacked connections from now on are cuts
 	listeners map[net.Listener]struct{}
 	serving   sync.WaitGroup // Serve calls still in their accept loop
 	drainedAt time.Time
 	ended     int
 	open      int
+	cut       int // hijacked connections closed at the deadline
+	lastEnded time.Duration
 }
 
 type connInfo struct {
 	state http.ConnState
 	since time.Time // when it entered state
+	// h2 marks an HTTP/2 connection (TLS with ALPN "h2", or h2c). Its
+	// state hooks come from the HTTP/2 server, and it must never be
+	// closed while idle: it gets a GOAWAY instead (see Drain).
+	h2 bool
+	// checked says whether a TLS connection's protocol has been looked at.
+	checked bool
 }
 
 // Serve accepts connections on ln and serves them with Server, like
@@ -108,7 +119,19 @@ func (h *HTTP) init() {
 	}
 	h.setup.Do(func() {
 		h.conns = make(map[net.Conn]*connInfo)
+		h.hijacked = make(map[net.Conn]struct{})
 		h.listeners = make(map[net.Listener]struct{})
+		// The server travels in every request's context from the base
+		// context, which costs nothing per request (unlike
+		// Request.WithContext), so handlers can find WrapUp.
+		userBase := h.Server.BaseContext
+		h.Server.BaseContext = func(ln net.Listener) context.Context {
+			ctx := context.Background()
+			if userBase != nil {
+				ctx = userBase(ln)
+			}
+			return context.WithValue(ctx, serverKey{}, h)
+		}
 		next := h.Server.Handler
 		if next == nil {
 			next = http.DefaultServeMux
@@ -134,27 +157,93 @@ func (h *HTTP) track(c net.Conn, s http.ConnState) {
 			h.open++
 		}
 	case http.StateActive, http.StateIdle:
-		if ci := h.conns[c]; ci != nil {
-			ci.state, ci.since = s, time.Now()
+		ci := h.conns[c]
+		if ci == nil {
+			// An h2c connection: the HTTP/2 server reports its states
+			// on a wrapper of the connection net/http reported as new.
+			if raw := unencryptedConn(c); raw != nil {
+				if ci = h.conns[raw]; ci != nil {
+					ci.h2, ci.checked = true, true
+				}
+			}
 		}
-	case http.StateHijacked, http.StateClosed:
-		// A hijacked connection is the handler's from now on; tracking it
-		// is the job of a hijack-aware drainer.
+		if ci == nil {
+			return
+		}
+		if !ci.checked {
+			// Once per connection: TLS connections negotiate HTTP/2 in
+			// the handshake, which is over by the first state change.
+			ci.checked = true
+			if tc, ok := c.(*tls.Conn); ok && tc.ConnectionState().NegotiatedProtocol == "h2" {
+				ci.h2 = true
+			}
+		}
+		ci.state, ci.since = s, time.Now()
+	case http.StateHijacked:
+		// The handler owns the connection from now on; it stays
+		// tracked until the handler closes it (see hijackedConn).
 		if _, ok := h.conns[c]; ok {
 			delete(h.conns, c)
-			if h.draining.Load() {
-				h.ended++
-			}
+			h.hijacked[c] = struct{}{}
+		}
+	case http.StateClosed:
+		if _, ok := h.conns[c]; ok {
+			delete(h.conns, c)
+			h.endedLocked()
 		}
 	}
 }
 
-// Drain stops accepting, lets requests in flight finish, closes each
-// keep-alive connection after its next response (which carries
-// "Connection: close") or after it stayed idle for IdleTimeout, and returns
-// when no connection is left. If ctx is done first, it closes the remaining
-// connections, counts those busy with a request as cut, and returns
-// ctx.Err() with the report.
+// endedLocked counts a connection that ended gracefully.
+func (h *HTTP) endedLocked() {
+	if h.draining.Load() {
+		h.ended++
+		h.lastEnded = time.Since(h.drainedAt)
+	}
+}
+
+// forgetHijacked removes a hijacked connection its handler closed.
+func (h *HTTP) forgetHijacked(c net.Conn) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.hijacked[c]; !ok {
+		return
+	}
+	delete(h.hijacked, c)
+	if h.cutting {
+		h.cut++
+		return
+	}
+	h.endedLocked()
+}
+
+// unencryptedConn returns the connection net/http wrapped to hand an h2c
+// connection to its HTTP/2 server (as a *tls.Conn around a net.Conn with
+// an UnencryptedNetConn method), or nil.
+func unencryptedConn(c net.Conn) net.Conn {
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		return nil
+	}
+	if u, ok := tc.NetConn().(interface{ UnencryptedNetConn() net.Conn }); ok {
+		return u.UnencryptedNetConn()
+	}
+	return nil
+}
+
+// Drain stops accepting, closes WrapUp, lets requests in flight finish,
+// closes each HTTP/1.x keep-alive connection after its next response
+// (which carries "Connection: close") or after it stayed idle for
+// IdleTimeout, and waits for the handlers of hijacked connections to close
+// them. HTTP/2 connections get a GOAWAY with their next response (net/http
+// turns "Connection: close" into one), and those still open once no
+// HTTP/1.x connection is left get one from http.Server.Shutdown; each
+// closes when its streams are done. Drain returns when no connection is
+// left.
+//
+// If ctx is done first, it closes the remaining connections (hijacked ones
+// included), counts those busy with a request and every hijacked one as
+// cut, and returns an error wrapping ctx.Err() with the report.
 //
 // ctx bounds the drain; without a deadline a drain can wait forever on a
 // request that never ends. Drain is not meant to be called twice.
@@ -172,17 +261,18 @@ func (h *HTTP) Drain(ctx context.Context) (Report, error) {
 
 	// Stop accepting first: the next generation accepts on the same
 	// sockets, so nothing queued on them is refused. Then mark every later
-	// response.
+	// response, and tell long-lived handlers.
 	h.mu.Lock()
 	h.draining.Store(true)
 	h.drainedAt = start
-	h.open = len(h.conns)
+	h.open = len(h.conns) + len(h.hijacked)
 	listeners := h.listeners
 	h.listeners = map[net.Listener]struct{}{}
 	h.mu.Unlock()
 	for ln := range listeners {
 		ln.Close()
 	}
+	h.wrap.fire()
 	// A connection accepted just before the close is registered (its
 	// StateNew hook runs) by the accept loop before that loop returns; until
 	// every loop has returned, an empty connection set does not mean the
@@ -190,22 +280,32 @@ func (h *HTTP) Drain(ctx context.Context) (Report, error) {
 	accepting := make(chan struct{})
 	go func() { h.serving.Wait(); close(accepting) }()
 
-	report := func(cut int) Report {
+	report := func(busy int) Report {
 		h.mu.Lock()
 		defer h.mu.Unlock()
-		return Report{Name: name, Open: h.open, Ended: h.ended, Cut: cut, Duration: time.Since(start)}
+		return Report{Name: name, Open: h.open, Ended: h.ended, Cut: busy + h.cut,
+			Duration: time.Since(start), LastEnded: h.lastEnded}
 	}
 
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()
 	acceptDone := false
+	var shutdown chan error // non-nil once Shutdown runs
+	shutdownDone := false
 	for {
 		acceptDone = acceptDone || isClosed(accepting)
-		if h.closeIdle(idle) == 0 && acceptDone {
-			// Nothing is left; Shutdown only lets Serve return and releases
-			// the server's resources.
-			err := h.Server.Shutdown(ctx)
-			return report(0), err
+		h1, rest := h.closeIdle(idle)
+		if acceptDone && h1 == 0 && shutdown == nil {
+			// Only HTTP/2 and hijacked connections are left, if any.
+			// Shutdown sends every HTTP/2 connection a graceful GOAWAY
+			// and leaves hijacked ones alone; no HTTP/1.x connection is
+			// left for it to close while a client reuses it. It also lets
+			// Serve return and releases the server's resources.
+			shutdown = make(chan error, 1)
+			go func() { shutdown <- h.Server.Shutdown(ctx) }()
+		}
+		if shutdownDone && h1 == 0 && rest == 0 {
+			return report(0), nil
 		}
 		wake := accepting
 		if acceptDone {
@@ -214,34 +314,63 @@ func (h *HTTP) Drain(ctx context.Context) (Report, error) {
 		select {
 		case <-tick.C:
 		case <-wake: // look again at once
+		case <-shutdown:
+			shutdownDone = true
+			shutdown = make(chan error) // never ready again
 		case <-ctx.Done():
-			cut := h.busy()
+			busy := h.cutHijacked()
 			// Close also closes connections the tracking has not seen yet,
 			// and makes the accept loops return.
 			h.Server.Close()
 			<-accepting
-			return report(cut), fmt.Errorf("drain %s: %d connection(s) cut at the deadline: %w", name, cut, ctx.Err())
+			if shutdown != nil && !shutdownDone {
+				<-shutdown // returns at once: ctx is done
+			}
+			r := report(busy)
+			return r, cutError(name, r.Cut, ctx.Err())
 		}
 	}
 }
 
-func isClosed(c <-chan struct{}) bool {
-	select {
-	case <-c:
-		return true
-	default:
-		return false
+// cutHijacked closes the hijacked connections, counting them as cut, and
+// returns how many other connections are busy (and will be cut by
+// Server.Close).
+func (h *HTTP) cutHijacked() int {
+	h.mu.Lock()
+	h.cutting = true
+	hijacked := make([]net.Conn, 0, len(h.hijacked))
+	for c := range h.hijacked {
+		hijacked = append(hijacked, c)
+		delete(h.hijacked, c)
+		h.cut++
 	}
+	busy := 0
+	for _, ci := range h.conns {
+		if ci.state == http.StateActive {
+			busy++
+		}
+	}
+	h.mu.Unlock()
+	for _, c := range hijacked {
+		c.Close()
+	}
+	return busy
 }
 
-// closeIdle closes connections that have been idle (or new without a
-// request) for at least idle since the later of their last state change and
-// the start of the drain, and returns how many connections remain.
-func (h *HTTP) closeIdle(idle time.Duration) int {
+// closeIdle closes HTTP/1.x connections that have been idle (or new
+// without a request) for at least idle since the later of their last state
+// change and the start of the drain. It returns how many HTTP/1.x
+// connections remain, and how many others (HTTP/2, hijacked).
+func (h *HTTP) closeIdle(idle time.Duration) (h1, rest int) {
 	now := time.Now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for c, ci := range h.conns {
+		if ci.h2 {
+			rest++
+			continue
+		}
+		h1++
 		if ci.state != http.StateIdle && ci.state != http.StateNew {
 			continue
 		}
@@ -255,23 +384,41 @@ func (h *HTTP) closeIdle(idle time.Duration) int {
 			c.Close()
 		}
 	}
-	return len(h.conns)
-}
-
-func (h *HTTP) busy() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	n := 0
-	for _, ci := range h.conns {
-		if ci.state == http.StateActive {
-			n++
-		}
-	}
-	return n
+	return h1, rest + len(h.hijacked)
 }
 
 // Draining reports whether Drain has begun.
 func (h *HTTP) Draining() bool { return h.draining.Load() }
+
+// WrapUp returns a channel that is closed when Drain begins. Handlers of
+// long-lived work (streams, hijacked connections) select on it, or on
+// [WrapUp] of their request's context, to finish at a clean protocol
+// boundary. Safe for concurrent use, at any time.
+func (h *HTTP) WrapUp() <-chan struct{} { return h.wrap.channel() }
+
+// serverKey is the context key under which an HTTP travels in its
+// requests' contexts.
+type serverKey struct{}
+
+// WrapUp returns a channel that is closed when the drain of the server
+// handling the request whose context is ctx begins; nil (a channel that is
+// never ready) if the request is not served through an [HTTP]. A WebSocket
+// handler, for example, selects on it to send a close frame 1001 "going
+// away" and end:
+//
+//	select {
+//	case msg := <-incoming:
+//		...
+//	case <-drain.WrapUp(r.Context()):
+//		conn.Close(websocket.StatusGoingAway, "server restarting")
+//		return
+//	}
+func WrapUp(ctx context.Context) <-chan struct{} {
+	if h, ok := ctx.Value(serverKey{}).(*HTTP); ok {
+		return h.WrapUp()
+	}
+	return nil
+}
 
 // lameDuck marks responses written during the drain with "Connection:
 // close". The decision is taken when the response header is written, not
@@ -279,7 +426,7 @@ func (h *HTTP) Draining() bool { return h.draining.Load() }
 // drain begins carries it too, and its connection closes right after it.
 func (h *HTTP) lameDuck(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		lw := &lameDuckWriter{ResponseWriter: w, draining: &h.draining}
+		lw := &lameDuckWriter{ResponseWriter: w, h: h}
 		next.ServeHTTP(lw, r)
 		if !lw.wroteHeader && h.draining.Load() {
 			// The server writes the header after we return.
@@ -290,14 +437,14 @@ func (h *HTTP) lameDuck(next http.Handler) http.Handler {
 
 type lameDuckWriter struct {
 	http.ResponseWriter
-	draining    *atomic.Bool
+	h           *HTTP
 	wroteHeader bool
 }
 
 func (w *lameDuckWriter) WriteHeader(code int) {
 	if !w.wroteHeader && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		w.wroteHeader = true
-		if w.draining.Load() && code != http.StatusSwitchingProtocols {
+		if w.h.draining.Load() && code != http.StatusSwitchingProtocols {
 			w.Header().Set("Connection", "close")
 		}
 	}
@@ -332,14 +479,36 @@ func (w *lameDuckWriter) Flush() {
 	}
 }
 
-// Hijack implements http.Hijacker for WebSocket and CONNECT handlers.
+// Hijack implements http.Hijacker for WebSocket and CONNECT handlers. The
+// connection it returns stays tracked until the handler closes it.
 func (w *lameDuckWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	hj, ok := w.ResponseWriter.(http.Hijacker)
 	if !ok {
 		return nil, nil, errors.New("drain: response writer does not support hijacking")
 	}
-	return hj.Hijack()
+	c, brw, err := hj.Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	return &hijackedConn{Conn: c, h: w.h}, brw, nil
 }
+
+// hijackedConn is a hijacked connection; closing it ends it for the drain.
+type hijackedConn struct {
+	net.Conn
+	h    *HTTP
+	once sync.Once
+}
+
+// Close closes the connection; the first call ends it for the drain.
+func (c *hijackedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.h.forgetHijacked(c.Conn) })
+	return err
+}
+
+// NetConn returns the hijacked connection itself, like tls.Conn.NetConn.
+func (c *hijackedConn) NetConn() net.Conn { return c.Conn }
 
 // Unwrap lets http.ResponseController reach the server's writer.
 func (w *lameDuckWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

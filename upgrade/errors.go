@@ -30,7 +30,42 @@ var (
 	// ErrChildFailed matches every *ChildError: the new generation did not
 	// become ready, and this one goes on serving.
 	ErrChildFailed = errors.New("upgrade: the new generation failed")
+	// ErrBackoff matches every *BackoffError.
+	ErrBackoff = errors.New("upgrade: backing off after repeated failures")
+	// ErrForwarded is returned for a request that arrived while another
+	// upgrade ran and succeeded: this generation is exiting, and the
+	// request must be carried out by the new one (Client.Reload re-sends
+	// it there by itself).
+	ErrForwarded = errors.New("upgrade: passed on to the new generation")
 )
+
+// BackoffError is returned while upgrade requests are refused after
+// repeated failed upgrades (Options.CrashLoopAfter).
+type BackoffError struct {
+	Until    time.Time
+	Failures int
+	// Last is the last failure, in words.
+	Last string
+}
+
+func (e *BackoffError) Error() string {
+	return fmt.Sprintf("upgrade: refused: %d upgrades failed in a row, next attempt allowed at %s (last: %s)",
+		e.Failures, e.Until.Format(time.RFC3339), e.Last)
+}
+
+// Is makes errors.Is(err, ErrBackoff) true.
+func (e *BackoffError) Is(target error) bool { return target == ErrBackoff }
+
+type forwardedError struct{ pid int }
+
+func (e *forwardedError) Error() string {
+	if e.pid == 0 {
+		return ErrForwarded.Error()
+	}
+	return fmt.Sprintf("%v (pid %d)", ErrForwarded, e.pid)
+}
+
+func (e *forwardedError) Is(target error) bool { return target == ErrForwarded }
 
 // Reason says how a new generation failed.
 type Reason int
@@ -46,6 +81,8 @@ const (
 	// TimedOut: it did not become ready within Options.UpgradeTimeout and
 	// was killed.
 	TimedOut
+	// CheckFailed: Options.Preflight rejected it; it was not started.
+	CheckFailed
 )
 
 func (r Reason) String() string {
@@ -58,6 +95,8 @@ func (r Reason) String() string {
 		return "exited before ready"
 	case TimedOut:
 		return "not ready in time"
+	case CheckFailed:
+		return "pre-flight check failed"
 	}
 	return "Reason(" + strconv.Itoa(int(r)) + ")"
 }
@@ -75,7 +114,8 @@ type ChildError struct {
 	Signal syscall.Signal
 	// Timeout is the readiness timeout when Reason is TimedOut.
 	Timeout time.Duration
-	// Detail is the underlying cause when Reason is StartFailed.
+	// Detail is the underlying cause when Reason is StartFailed or
+	// CheckFailed.
 	Detail string
 }
 
@@ -89,6 +129,8 @@ func (e *ChildError) Error() string {
 		return fmt.Sprintf("upgrade: new generation (pid %d) exited with status %d before it was ready", e.PID, e.ExitStatus)
 	case TimedOut:
 		return fmt.Sprintf("upgrade: new generation (pid %d) was not ready within %v and was killed", e.PID, e.Timeout)
+	case CheckFailed:
+		return "upgrade: pre-flight check of the new binary failed: " + e.Detail
 	}
 	return fmt.Sprintf("upgrade: new generation (pid %d) failed: %v", e.PID, e.Reason)
 }

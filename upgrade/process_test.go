@@ -42,6 +42,8 @@ const (
 	envAddr     = "HITLESS_TEST_ADDR"
 	envPIDFile  = "HITLESS_TEST_PIDFILE"
 	envUpgradeT = "HITLESS_TEST_UPGRADE_TIMEOUT"
+	envCrashLp  = "HITLESS_TEST_CRASHLOOP" // CrashLoopAfter; unset means disabled
+	envControl  = "HITLESS_TEST_CONTROL"   // control socket path
 )
 
 func TestMain(m *testing.M) {
@@ -71,7 +73,15 @@ func serverMain() int {
 	}
 	timeout, _ := time.ParseDuration(os.Getenv(envUpgradeT))
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	upg, err := New(Options{PIDFile: os.Getenv(envPIDFile), UpgradeTimeout: timeout, DrainTimeout: 10 * time.Second, Logger: log})
+	crashLoop := -1
+	if n, err := strconv.Atoi(os.Getenv(envCrashLp)); err == nil {
+		crashLoop = n
+	}
+	upg, err := New(Options{
+		PIDFile: os.Getenv(envPIDFile), UpgradeTimeout: timeout, DrainTimeout: 10 * time.Second, Logger: log,
+		CrashLoopAfter: crashLoop, CrashLoopBackoff: time.Second, ControlSocket: os.Getenv(envControl),
+		HurrySignal: syscall.SIGUSR2,
+	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -1,7 +1,6 @@
 package upgrade
 
 import (
-	"context"
 	"os"
 	"os/signal"
 	"sync"
@@ -12,8 +11,8 @@ import (
 // common main: SIGHUP upgrades, SIGTERM and SIGINT stop. It is opt-in;
 // nothing in this module installs a signal handler otherwise.
 //
-// Upgrades run one at a time; SIGHUPs that arrive while one runs coalesce
-// into a single next attempt. Outcomes go to Options.Logger. The handlers
+// SIGHUPs are queued and coalesced like every upgrade request (see
+// Upgrade). Outcomes go to Options.Logger. The handlers
 // stay installed after Exit is closed, so that a draining generation that
 // receives SIGTERM (systemd signals every process of the unit) keeps
 // draining instead of dying. Call the returned function (typically
@@ -22,15 +21,13 @@ import (
 func (u *Upgrader) HandleSignals() (stop func()) {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
-	ctx, cancel := context.WithCancel(context.Background())
-	pending := make(chan struct{}, 1)
-	var wg sync.WaitGroup
-	wg.Add(2)
+	done := make(chan struct{})
+	ended := make(chan struct{})
 	go func() {
-		defer wg.Done()
+		defer close(ended)
 		for {
 			select {
-			case <-ctx.Done():
+			case <-done:
 				return
 			case sig := <-sigs:
 				if sig != syscall.SIGHUP {
@@ -38,23 +35,9 @@ func (u *Upgrader) HandleSignals() (stop func()) {
 					u.Stop()
 					continue
 				}
-				u.log.Info("upgrade requested", "signal", sig.String())
-				select {
-				case pending <- struct{}{}:
-				default: // coalesced into the attempt already pending
-				}
-			}
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-pending:
-				// Upgrade logs its outcome.
-				_ = u.Upgrade(ctx)
+				// Queued and coalesced by the Upgrader; the outcome is
+				// logged there.
+				u.requestAsync()
 			}
 		}
 	}()
@@ -62,8 +45,8 @@ func (u *Upgrader) HandleSignals() (stop func()) {
 	return func() {
 		once.Do(func() {
 			signal.Stop(sigs)
-			cancel()
-			wg.Wait()
+			close(done)
+			<-ended
 		})
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/cloudflare/tableflip"
@@ -24,6 +25,10 @@ import (
 const (
 	DefaultUpgradeTimeout = time.Minute
 	DefaultDrainTimeout   = 30 * time.Second
+	// DefaultCrashLoopAfter failed upgrades in a row start the back-off.
+	DefaultCrashLoopAfter = 3
+	// DefaultCrashLoopBackoff is the first back-off period.
+	DefaultCrashLoopBackoff = 10 * time.Second
 )
 
 // tableflipSentinel is the variable tableflip sets for the new generation.
@@ -48,6 +53,35 @@ type Options struct {
 	Logger *slog.Logger
 	// ListenConfig binds listeners that are not inherited.
 	ListenConfig net.ListenConfig
+
+	// ControlSocket, if set, is the path of a unix socket on which the
+	// service answers reload, stop and status requests (see Client and
+	// cmd/hitless). It is handed to each new generation like any listener.
+	// Its file mode is 0600, and only peers running as the service's user
+	// or as root are served (checked with the peer's credentials).
+	ControlSocket string
+	// Preflight, if set, runs before a new generation is started, with the
+	// path of the binary about to be executed; an error fails the upgrade
+	// with Reason CheckFailed and nothing is started. That the binary
+	// exists and is executable is always checked first.
+	Preflight func(ctx context.Context, binary string) error
+	// CrashLoopAfter is the number of consecutive failed upgrades after
+	// which further upgrade requests are refused for a while (with a
+	// *BackoffError), instead of starting a broken binary again and again.
+	// Zero means DefaultCrashLoopAfter; negative disables the protection.
+	CrashLoopAfter int
+	// CrashLoopBackoff is how long requests are refused after the
+	// CrashLoopAfter-th failure in a row; it doubles with each further
+	// failure, up to 16 times. Zero or negative means
+	// DefaultCrashLoopBackoff.
+	CrashLoopBackoff time.Duration
+	// HurrySignal, if not zero, lets a newer generation that has an
+	// upgrade waiting ask this one, while it drains, to cut its drain
+	// short (a reload requested with hurry): this generation then handles
+	// that signal, only while it drains after an upgrade, by ending the
+	// drain at once and cutting what is left. syscall.SIGUSR2 is the
+	// usual choice. Zero means draining generations are never hurried.
+	HurrySignal syscall.Signal
 }
 
 // Upgrader runs one generation's life: it provides listeners (inherited or
@@ -65,8 +99,22 @@ type Upgrader struct {
 	ready     atomic.Bool
 	readyC    chan struct{} // closed when Ready succeeds; opens the accept gates
 
-	// attempt holds a token while an upgrade attempt runs: one at a time.
-	attempt chan struct{}
+	generation int
+	hurry      hurrier // asks the draining previous generation to hurry
+
+	// The request queue is owned by the loop goroutine (queue.go).
+	requests    chan upgradeRequest
+	settle      chan chan struct{}
+	hurryC      chan struct{}
+	running     chan struct{}
+	done        chan error
+	loopStop    chan struct{}
+	loopStopped chan struct{}
+
+	mu     sync.Mutex
+	status Status
+
+	control *controlServer
 
 	exitOnce sync.Once
 	exit     chan struct{}
@@ -83,6 +131,12 @@ func New(opts Options) (*Upgrader, error) {
 	}
 	if opts.DrainTimeout <= 0 {
 		opts.DrainTimeout = DefaultDrainTimeout
+	}
+	if opts.CrashLoopAfter == 0 {
+		opts.CrashLoopAfter = DefaultCrashLoopAfter
+	}
+	if opts.CrashLoopBackoff <= 0 {
+		opts.CrashLoopBackoff = DefaultCrashLoopBackoff
 	}
 	log := opts.Logger
 	if log == nil {
@@ -111,15 +165,35 @@ func New(opts Options) (*Upgrader, error) {
 	}
 	os.Unsetenv(tableflipSentinel)
 	u := &Upgrader{
-		opts:    opts,
-		log:     log,
-		tf:      tf,
-		attempt: make(chan struct{}, 1),
-		exit:    make(chan struct{}),
-		readyC:  make(chan struct{}),
+		opts:        opts,
+		log:         log,
+		tf:          tf,
+		generation:  takeGeneration(),
+		exit:        make(chan struct{}),
+		readyC:      make(chan struct{}),
+		requests:    make(chan upgradeRequest),
+		settle:      make(chan chan struct{}),
+		hurryC:      make(chan struct{}, 1),
+		running:     make(chan struct{}),
+		done:        make(chan error),
+		loopStop:    make(chan struct{}),
+		loopStopped: make(chan struct{}),
 	}
+	u.status = Status{PID: os.Getpid(), Generation: u.generation, State: StateStarting}
 	u.listeners.Handoff = tf.Fds
 	u.listeners.ListenConfig = opts.ListenConfig
+	if tf.HasParent() {
+		u.hurry = newHurrier(os.Getppid(), opts.HurrySignal)
+	}
+	if opts.ControlSocket != "" {
+		ln, err := u.listeners.Listen(context.Background(), controlListenerName, "unix", opts.ControlSocket)
+		if err != nil {
+			tf.Stop()
+			return nil, fmt.Errorf("upgrade: control socket: %w", err)
+		}
+		u.control = newControlServer(u, &gatedListener{Listener: ln, ready: u.readyC, closed: make(chan struct{})}, opts.ControlSocket)
+	}
+	go u.loop()
 	return u, nil
 }
 
@@ -170,104 +244,14 @@ func (u *Upgrader) Ready() error {
 			// NotifyAccess=all in the unit.
 			states = []string{readiness.MainPID(os.Getpid()), readiness.Ready}
 		}
+		u.setState(StateServing)
+		states = append(states, readiness.Status(fmt.Sprintf("serving, generation %d, pid %d", u.generation, os.Getpid())))
 		if _, err := readiness.Notify(states...); err != nil {
 			u.log.Warn("telling systemd we are ready", "err", err)
 		}
-		u.log.Info("ready", "upgraded", u.HasParent())
+		u.log.Info("ready", "generation", u.generation)
 	})
 	return u.readyErr
-}
-
-// Upgrade starts the new generation (the binary at os.Args[0], with the
-// same arguments), hands it the listeners and waits until it is ready.
-//
-// It returns nil once the new generation is ready: Exit is then closed and
-// this generation should drain and exit (Run does that). It returns a
-// *ChildError (matching ErrChildFailed) if the new generation failed to
-// start, crashed, exited or was not ready within UpgradeTimeout; it has
-// then been killed and this generation serves on, unchanged. It returns
-// ErrNotReady before Ready, ErrStopped after Stop, ErrUpgraded after a
-// successful upgrade.
-//
-// If the previous generation is still draining, Upgrade first waits for it
-// to exit, and it waits for an upgrade already in progress: at most two
-// generations exist at any time. ctx bounds only these waits and the wait
-// for the outcome: when it is done Upgrade returns ctx.Err(), but an
-// attempt already started goes on (bounded by UpgradeTimeout) and, if it
-// succeeds, still closes Exit. Safe for concurrent use.
-func (u *Upgrader) Upgrade(ctx context.Context) error {
-	if !u.ready.Load() {
-		return ErrNotReady
-	}
-	select {
-	case u.attempt <- struct{}{}:
-	case <-u.exit:
-		return u.exitErr()
-	case <-ctx.Done():
-		return fmt.Errorf("upgrade: waiting for the upgrade in progress: %w", ctx.Err())
-	}
-	select {
-	case <-u.exit:
-		<-u.attempt
-		return u.exitErr()
-	default:
-	}
-	// tableflip refuses to upgrade while our own parent lives; wait for it
-	// to finish draining instead of failing the request.
-	if err := u.waitForParent(ctx); err != nil {
-		<-u.attempt
-		return err
-	}
-
-	start := time.Now()
-	u.log.Info("upgrading")
-	result := make(chan error, 1)
-	go func() {
-		defer func() { <-u.attempt }()
-		err := classify(u.tf.Upgrade(), u.opts.UpgradeTimeout)
-		if err == nil {
-			u.upgraded.Store(true)
-			u.finish()
-			u.log.Info("new generation ready; draining", "took", time.Since(start))
-		} else {
-			u.log.Error("upgrade failed; still serving", "err", err, "took", time.Since(start))
-			if _, nerr := readiness.Notify(readiness.Status("upgrade failed: " + err.Error())); nerr != nil {
-				u.log.Warn("telling systemd", "err", nerr)
-			}
-		}
-		result <- err
-	}()
-	select {
-	case err := <-result:
-		return err
-	case <-ctx.Done():
-		return fmt.Errorf("upgrade: waiting for the new generation: %w", ctx.Err())
-	}
-}
-
-// waitForParent waits until the previous generation has exited, giving up
-// when ctx is done or this generation is stopped meanwhile.
-func (u *Upgrader) waitForParent(ctx context.Context) error {
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		select {
-		case <-u.exit:
-			cancel()
-		case <-wctx.Done():
-		}
-	}()
-	err := u.tf.WaitForParent(wctx)
-	switch {
-	case err == nil:
-		return nil
-	case ctx.Err() != nil:
-		return fmt.Errorf("upgrade: waiting for the previous generation to exit: %w", ctx.Err())
-	case wctx.Err() != nil:
-		return u.exitErr()
-	}
-	u.log.Warn("previous generation ended abnormally", "err", err)
-	return nil
 }
 
 func (u *Upgrader) exitErr() error {
@@ -313,11 +297,20 @@ func (u *Upgrader) Run(ctx context.Context, servers ...drain.Drainer) error {
 	}
 	// An upgrade attempt may be settling; its outcome decides whether the
 	// service stops or lives on in the next generation.
-	u.attempt <- struct{}{}
-	defer func() { <-u.attempt }()
+	settled := make(chan struct{})
+	select {
+	case u.settle <- settled:
+		<-settled
+	case <-u.loopStopped:
+	}
+	defer u.stopLoop()
 	upgraded := u.upgraded.Load()
+	// The next generation (or nobody, at a stop) answers the control
+	// socket from now on.
+	u.control.close()
 
 	if !upgraded {
+		u.setState(StateStopping)
 		u.log.Info("stopping; draining")
 		if _, err := readiness.Notify(readiness.Stopping, readiness.Status("stopping: draining")); err != nil {
 			u.log.Warn("telling systemd", "err", err)
@@ -329,6 +322,11 @@ func (u *Upgrader) Run(ctx context.Context, servers ...drain.Drainer) error {
 
 	dctx, cancel := context.WithTimeout(context.Background(), u.opts.DrainTimeout)
 	defer cancel()
+	if upgraded {
+		u.setState(StateDraining)
+		// A newer generation may ask us to cut the drain short.
+		defer listenHurry(u.opts.HurrySignal, cancel, u.log)()
+	}
 	reports := make([]drain.Report, len(servers))
 	errs := make([]error, len(servers))
 	var g errgroup.Group

@@ -1,0 +1,224 @@
+package drain
+
+import (
+	"context"
+	"net"
+	"sync"
+	"time"
+)
+
+// Listener is a tracking listener for raw TCP (or unix) protocols: it
+// counts the connections it accepts, tells their handlers to finish when
+// the drain begins, and closes the ones still open at the deadline.
+//
+// Serve from it instead of from the listener it wraps; a connection ends
+// for the drain when its handler (or anything else) closes it:
+//
+//	ln := &drain.Listener{Listener: inner}
+//	go acceptLoop(ln) // handlers select on ln.WrapUp()
+//	report, err := ln.Drain(ctx)
+//
+// The handlers decide how to end at a clean protocol boundary: finish the
+// message in progress, say goodbye in the protocol's own way, and close
+// when the peer has understood (see examples/tcp). Listener also works for
+// servers that only need the counting and the deadline, such as a gRPC
+// server served through it (see [Stopper.Conns]).
+//
+// A Listener may not be reused after Drain.
+type Listener struct {
+	// Listener is the listener to accept from; required.
+	Listener net.Listener
+	// Name names the server in reports. Empty means "tcp".
+	Name string
+
+	wrap      wrapUp
+	mu        sync.Mutex
+	conns     map[*trackedConn]struct{}
+	draining  bool
+	cutting   bool // closes from now on are cuts
+	finished  bool // Drain has returned; late connections are refused
+	drainedAt time.Time
+	open      int
+	ended     int
+	cut       int
+	lastEnded time.Duration
+	empty     chan struct{} // signalled when the last connection closes during the drain
+}
+
+// Accept waits for and returns the next connection, tracked. After Drain
+// has begun it returns the connections the wrapped listener still hands
+// out, then net.ErrClosed (wrapped) once that listener is closed.
+func (l *Listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.finished {
+		// Drain decided it was done before this connection was handed
+		// out; nobody would ever close it.
+		c.Close()
+		return nil, &net.OpError{Op: "accept", Net: c.LocalAddr().Network(), Addr: c.LocalAddr(), Err: net.ErrClosed}
+	}
+	if l.conns == nil {
+		l.conns = make(map[*trackedConn]struct{})
+	}
+	tc := &trackedConn{Conn: c, l: l}
+	l.conns[tc] = struct{}{}
+	if l.draining {
+		l.open++
+	}
+	return tc, nil
+}
+
+// Close closes the wrapped listener; connections already accepted stay
+// open. Drain closes it too.
+func (l *Listener) Close() error { return l.Listener.Close() }
+
+// Addr returns the wrapped listener's address.
+func (l *Listener) Addr() net.Addr { return l.Listener.Addr() }
+
+// WrapUp returns a channel that is closed when Drain begins: handlers
+// select on it to finish their work and close their connections. Safe for
+// concurrent use, at any time.
+func (l *Listener) WrapUp() <-chan struct{} { return l.wrap.channel() }
+
+// Conns returns the number of tracked connections open now.
+func (l *Listener) Conns() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.conns)
+}
+
+// Drain stops accepting (closes the wrapped listener), closes WrapUp, and
+// waits until every tracked connection has been closed. If ctx is done
+// first, it closes the connections left, counts them as cut and returns an
+// error wrapping ctx.Err() with the report. Drain is not meant to be
+// called twice.
+func (l *Listener) Drain(ctx context.Context) (Report, error) {
+	l.begin()
+	// An error means the server closed it already: accepting has stopped
+	// either way.
+	l.Listener.Close()
+	l.wrap.fire()
+	return l.wait(ctx)
+}
+
+func (l *Listener) name() string {
+	if l.Name == "" {
+		return "tcp"
+	}
+	return l.Name
+}
+
+// begin marks the start of the drain.
+func (l *Listener) begin() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.draining = true
+	l.drainedAt = time.Now()
+	l.open = len(l.conns)
+	l.empty = make(chan struct{}, 1)
+}
+
+// wait waits for the connections to end until ctx is done, then cuts.
+func (l *Listener) wait(ctx context.Context) (Report, error) {
+	for {
+		l.mu.Lock()
+		if len(l.conns) == 0 {
+			l.finished = true
+			r := l.reportLocked()
+			l.mu.Unlock()
+			return r, nil
+		}
+		empty := l.empty
+		l.mu.Unlock()
+		select {
+		case <-empty:
+		case <-ctx.Done():
+			return l.cutAll(ctx.Err())
+		}
+	}
+}
+
+func (l *Listener) cutAll(cause error) (Report, error) {
+	l.mu.Lock()
+	l.cutting = true
+	l.finished = true
+	conns := make([]*trackedConn, 0, len(l.conns))
+	for c := range l.conns {
+		conns = append(conns, c)
+	}
+	l.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+	l.mu.Lock()
+	r := l.reportLocked()
+	l.mu.Unlock()
+	return r, cutError(r.Name, r.Cut, cause)
+}
+
+func (l *Listener) reportLocked() Report {
+	return Report{
+		Name:      l.name(),
+		Open:      l.open,
+		Ended:     l.ended,
+		Cut:       l.cut,
+		Duration:  time.Since(l.drainedAt),
+		LastEnded: l.lastEnded,
+	}
+}
+
+// forget removes c and counts how it ended.
+func (l *Listener) forget(c *trackedConn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.conns[c]; !ok {
+		return
+	}
+	delete(l.conns, c)
+	if !l.draining {
+		return
+	}
+	if l.cutting {
+		l.cut++
+	} else {
+		l.ended++
+		l.lastEnded = time.Since(l.drainedAt)
+	}
+	if len(l.conns) == 0 {
+		select {
+		case l.empty <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// trackedConn is a connection from a Listener; closing it ends it for the
+// drain.
+type trackedConn struct {
+	net.Conn
+	l    *Listener
+	once sync.Once
+}
+
+// Close closes the connection. Only the first call counts for the drain.
+func (c *trackedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.l.forget(c) })
+	return err
+}
+
+// CloseWrite half-closes a TCP or unix connection, if the underlying one
+// supports it; it does not end the connection for the drain.
+func (c *trackedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return net.ErrClosed
+}
+
+// NetConn returns the underlying connection, like tls.Conn.NetConn.
+func (c *trackedConn) NetConn() net.Conn { return c.Conn }

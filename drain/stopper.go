@@ -1,0 +1,93 @@
+package drain
+
+import (
+	"context"
+	"time"
+)
+
+// GracefulStopper is a server that can stop gracefully (stop accepting,
+// let work in flight finish, then return) and forcefully (close everything
+// at once, which also makes a GracefulStop in progress return). A
+// *grpc.Server is one.
+type GracefulStopper interface {
+	GracefulStop()
+	Stop()
+}
+
+// Stopper drains a GracefulStopper, such as a gRPC server, within a
+// deadline: GracefulStop waits for every RPC to end, however long a stream
+// runs (grpc/grpc-go#2448), so at the deadline Stopper calls Stop.
+//
+// Long-running handlers (server-streaming RPCs) should select on WrapUp
+// and end their stream cleanly when it closes; the client then sees the
+// stream end after its last complete message and can start a new one,
+// which reaches the next generation.
+//
+// A Stopper may not be reused after Drain.
+type Stopper struct {
+	// Server is the server to stop; required.
+	Server GracefulStopper
+	// Name names the server in reports. Empty means "grpc".
+	Name string
+	// Conns, if set, is the listener the server serves from; the report
+	// then counts its connections (open, ended, cut). Without it the
+	// report says only how long the drain took, and Cut is 1 if Stop had
+	// to be called. Stopper drains Conns itself: do not add it to a Group
+	// as well.
+	Conns *Listener
+
+	wrap wrapUp
+}
+
+// WrapUp returns a channel that is closed when Drain begins. Safe for
+// concurrent use, at any time.
+func (s *Stopper) WrapUp() <-chan struct{} { return s.wrap.channel() }
+
+// Drain closes WrapUp and calls GracefulStop, which stops accepting, lets
+// the RPCs in flight finish and returns. If ctx is done first, it calls
+// Stop, waits for GracefulStop to return, and returns an error wrapping
+// ctx.Err() with the report. Drain is not meant to be called twice.
+func (s *Stopper) Drain(ctx context.Context) (Report, error) {
+	start := time.Now()
+	name := s.Name
+	if name == "" {
+		name = "grpc"
+	}
+	if s.Conns != nil {
+		s.Conns.begin()
+		s.Conns.wrap.fire()
+	}
+	s.wrap.fire()
+	graceful := make(chan struct{})
+	go func() {
+		defer close(graceful)
+		s.Server.GracefulStop()
+	}()
+	var stopped bool
+	select {
+	case <-graceful:
+	case <-ctx.Done():
+		stopped = true
+		if s.Conns != nil {
+			s.Conns.mu.Lock()
+			s.Conns.cutting = true
+			s.Conns.mu.Unlock()
+		}
+		s.Server.Stop()
+		<-graceful
+	}
+	r := Report{Name: name, Duration: time.Since(start)}
+	if s.Conns != nil {
+		// The server closed every connection it had before GracefulStop
+		// or Stop returned; closes after this would be connections the
+		// server never saw, cut by the listener.
+		cr, _ := s.Conns.wait(ctx)
+		r.Open, r.Ended, r.Cut, r.LastEnded = cr.Open, cr.Ended, cr.Cut, cr.LastEnded
+	} else if stopped {
+		r.Cut = 1
+	}
+	if stopped {
+		return r, cutError(name, r.Cut, ctx.Err())
+	}
+	return r, nil
+}

@@ -1,0 +1,28 @@
+//go:build !unix
+
+package upgrade
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"syscall"
+)
+
+const sigHUP = syscall.Signal(1)
+
+var errUnsupported = errors.New("not supported on this platform")
+
+type hurrier struct{}
+
+func newHurrier(int, syscall.Signal) hurrier { return hurrier{} }
+func (hurrier) send() error                 { return errUnsupported }
+
+func sendSignal(int, syscall.Signal) error { return errUnsupported }
+func checkExecutable(string) error         { return nil }
+func monotonicUsec() string                { return "" }
+func newestChild() int                     { return 0 }
+func peerUID(uintptr) (int, error)         { return -1, errUnsupported }
+func waitGone(context.Context, int) error  { return errUnsupported }
+
+func listenHurry(syscall.Signal, context.CancelFunc, *slog.Logger) func() { return func() {} }
