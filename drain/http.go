@@ -85,6 +85,11 @@ func (h *HTTP) Serve(ln net.Listener) error {
 	h.serving.Add(1)
 	h.mu.Unlock()
 	defer h.serving.Done()
+	if p := h.Server.Protocols; p != nil && p.UnencryptedHTTP2() {
+		// Only then can a cleartext connection be HTTP/2 (h2c); the
+		// state hooks do not say, its first bytes do.
+		ln = sniffListener{ln}
+	}
 	err := h.Server.Serve(ln)
 	if h.draining.Load() {
 		// Drain closed the listener to stop accepting; that is a clean end.
@@ -159,23 +164,18 @@ func (h *HTTP) track(c net.Conn, s http.ConnState) {
 	case http.StateActive, http.StateIdle:
 		ci := h.conns[c]
 		if ci == nil {
-			// An h2c connection: the HTTP/2 server reports its states
-			// on a wrapper of the connection net/http reported as new.
-			if raw := unencryptedConn(c); raw != nil {
-				if ci = h.conns[raw]; ci != nil {
-					ci.h2, ci.checked = true, true
-				}
-			}
-		}
-		if ci == nil {
 			return
 		}
 		if !ci.checked {
 			// Once per connection: TLS connections negotiate HTTP/2 in
-			// the handshake, which is over by the first state change.
+			// the handshake, and h2c ones send their preface, before the
+			// first state change.
 			ci.checked = true
-			if tc, ok := c.(*tls.Conn); ok && tc.ConnectionState().NegotiatedProtocol == "h2" {
-				ci.h2 = true
+			switch c := c.(type) {
+			case *tls.Conn:
+				ci.h2 = c.ConnectionState().NegotiatedProtocol == "h2"
+			case *sniffConn:
+				ci.h2 = c.h2.Load()
 			}
 		}
 		ci.state, ci.since = s, time.Now()
@@ -215,20 +215,6 @@ func (h *HTTP) forgetHijacked(c net.Conn) {
 		return
 	}
 	h.endedLocked()
-}
-
-// unencryptedConn returns the connection net/http wrapped to hand an h2c
-// connection to its HTTP/2 server (as a *tls.Conn around a net.Conn with
-// an UnencryptedNetConn method), or nil.
-func unencryptedConn(c net.Conn) net.Conn {
-	tc, ok := c.(*tls.Conn)
-	if !ok {
-		return nil
-	}
-	if u, ok := tc.NetConn().(interface{ UnencryptedNetConn() net.Conn }); ok {
-		return u.UnencryptedNetConn()
-	}
-	return nil
 }
 
 // Drain stops accepting, closes WrapUp, lets requests in flight finish,

@@ -16,7 +16,7 @@ var errUnsupported = errors.New("not supported on this platform")
 type hurrier struct{}
 
 func newHurrier(int, syscall.Signal) hurrier { return hurrier{} }
-func (hurrier) send() error                 { return errUnsupported }
+func (hurrier) send() error                  { return errUnsupported }
 
 func sendSignal(int, syscall.Signal) error { return errUnsupported }
 func checkExecutable(string) error         { return nil }

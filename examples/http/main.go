@@ -23,6 +23,10 @@ import (
 	"github.com/hitlessgo/hitless/upgrade"
 )
 
+// version is set at build time (-ldflags "-X main.version=...") and sent in
+// the X-Version header, so a test or an operator can tell binaries apart.
+var version = "dev"
+
 func main() {
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "http:", err)
@@ -70,6 +74,7 @@ func handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Pid", pid)
+		w.Header().Set("X-Version", version)
 		if s := r.URL.Query().Get("sleep"); s != "" {
 			d, err := time.ParseDuration(s)
 			if err != nil {
