@@ -2,11 +2,10 @@ package upgrade
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
+	"strings"
 )
 
 // preflight checks, before anything is started, that the binary the next
@@ -28,20 +27,16 @@ func (u *Upgrader) preflight() error {
 }
 
 // nextBinary resolves os.Args[0] the way the new generation is started
-// (tableflip looks it up like exec.LookPath, from the initial working
-// directory) and checks that it is a regular, executable file.
+// (tableflip looks it up with exec.LookPath) and checks that it is a
+// regular, executable file.
 func nextBinary() (string, error) {
-	name := os.Args[0]
-	path, err := exec.LookPath(name)
-	if err != nil {
-		var ee *exec.Error
-		if errors.As(err, &ee) && errors.Is(ee.Err, exec.ErrNotFound) && filepath.Base(name) == name {
-			return "", fmt.Errorf("binary %s: not found in $PATH", name)
+	path := os.Args[0]
+	if !strings.Contains(path, "/") {
+		found, err := exec.LookPath(path)
+		if err != nil {
+			return "", fmt.Errorf("binary %s: not found in $PATH", path)
 		}
-		if _, serr := os.Stat(name); serr != nil {
-			return "", fmt.Errorf("binary %s: %w", name, serr)
-		}
-		return "", fmt.Errorf("binary %s: %w", name, err)
+		path = found
 	}
 	fi, err := os.Stat(path)
 	if err != nil {

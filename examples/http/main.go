@@ -14,9 +14,12 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hitlessgo/hitless/drain"
@@ -40,7 +43,14 @@ func run() error {
 	pidFile := flag.String("pidfile", "", "write the serving generation's PID here")
 	upgradeTimeout := flag.Duration("upgrade-timeout", upgrade.DefaultUpgradeTimeout, "how long a new generation has to become ready")
 	drainTimeout := flag.Duration("drain-timeout", upgrade.DefaultDrainTimeout, "how long in-flight requests have to finish")
+	control := flag.String("control", "", "serve the control socket (hitless reload|stop|status) at this path")
+	crashLoopAfter := flag.Int("crash-loop-after", upgrade.DefaultCrashLoopAfter, "after this many failed upgrades in a row, refuse upgrades for a while (negative: never)")
+	check := flag.Bool("check", false, "check the flags and exit: what a running generation asks of a new binary before starting it")
 	flag.Parse()
+
+	if *check {
+		return checkConfig(*network, *addr)
+	}
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	upg, err := upgrade.New(upgrade.Options{
@@ -48,6 +58,19 @@ func run() error {
 		UpgradeTimeout: *upgradeTimeout,
 		DrainTimeout:   *drainTimeout,
 		Logger:         log,
+		ControlSocket:  *control,
+		CrashLoopAfter: *crashLoopAfter,
+		// A reload asked to hurry (hitless reload -hurry) cuts the drain
+		// of the previous generation short with this signal.
+		HurrySignal: hurrySignal,
+		// Before starting a new binary, make sure it accepts our flags.
+		Preflight: func(ctx context.Context, binary string) error {
+			out, err := exec.CommandContext(ctx, binary, append([]string{"-check"}, os.Args[1:]...)...).CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("%s -check: %v: %s", binary, err, strings.TrimSpace(string(out)))
+			}
+			return nil
+		},
 	})
 	if err != nil {
 		return err
@@ -67,6 +90,21 @@ func run() error {
 		}
 	}()
 	return upg.Run(context.Background(), srv)
+}
+
+// checkConfig validates what the flags ask for without binding anything.
+func checkConfig(network, addr string) error {
+	switch network {
+	case "tcp", "tcp4", "tcp6":
+		if _, err := net.ResolveTCPAddr(network, addr); err != nil {
+			return fmt.Errorf("check: -addr %s: %w", addr, err)
+		}
+	case "unix":
+	default:
+		return fmt.Errorf("check: -network %q: want tcp or unix", network)
+	}
+	fmt.Println("ok")
+	return nil
 }
 
 func handler() http.Handler {
