@@ -207,7 +207,7 @@ func startTestServer(t *testing.T, network string) *testServer {
 		Env: append(os.Environ(),
 			envRole+"=server", envMode+"="+ts.modeFile, envResults+"="+ts.results,
 			envNetwork+"="+network, envAddr+"="+ts.addr, envPIDFile+"="+pidFile,
-			envUpgradeT+"=1s"),
+			envUpgradeT+"=1s", "GORACE=atexit_sleep_ms=0"),
 	})
 	if err != nil {
 		t.Fatal(err)
