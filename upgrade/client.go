@@ -141,7 +141,7 @@ func responseError(r ctlproto.Response) error {
 		if code == r.Code && r.Child != nil {
 			return &ChildError{Reason: reason, PID: r.Child.PID, ExitStatus: r.Child.ExitStatus,
 				Signal: syscall.Signal(r.Child.Signal), Timeout: time.Duration(r.Child.TimeoutMS) * time.Millisecond,
-				Detail: r.Child.Detail}
+				Detail: r.Child.Detail, Stderr: r.Child.Stderr}
 		}
 	}
 	var base error

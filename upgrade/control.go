@@ -171,7 +171,7 @@ func errorResponse(err error) ctlproto.Response {
 	case errors.As(err, &ce):
 		r.Code = reasonCodes[ce.Reason]
 		r.Child = &ctlproto.Child{PID: ce.PID, Reason: r.Code, ExitStatus: ce.ExitStatus,
-			Signal: int(ce.Signal), TimeoutMS: ce.Timeout.Milliseconds(), Detail: ce.Detail}
+			Signal: int(ce.Signal), TimeoutMS: ce.Timeout.Milliseconds(), Detail: ce.Detail, Stderr: ce.Stderr}
 	case errors.Is(err, ErrBackoff):
 		r.Code = "backoff"
 	case errors.Is(err, ErrForwarded):

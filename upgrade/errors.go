@@ -117,9 +117,21 @@ type ChildError struct {
 	// Detail is the underlying cause when Reason is StartFailed or
 	// CheckFailed.
 	Detail string
+	// Stderr holds the last lines the new generation wrote to its stderr
+	// before it failed (everything it wrote also went to the service's
+	// own stderr).
+	Stderr string
 }
 
 func (e *ChildError) Error() string {
+	msg := e.message()
+	if e.Stderr != "" {
+		msg += "; its last output: " + strings.ReplaceAll(e.Stderr, "\n", " | ")
+	}
+	return msg
+}
+
+func (e *ChildError) message() string {
 	switch e.Reason {
 	case StartFailed:
 		return "upgrade: could not start the new generation: " + e.Detail

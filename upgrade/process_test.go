@@ -337,11 +337,17 @@ func TestFailedUpgradeLeavesOldGenerationServing(t *testing.T) {
 			if r.Signal != int(syscall.SIGABRT) {
 				return fmt.Errorf("signal %d, want SIGABRT", r.Signal)
 			}
+			if !strings.Contains(r.Err, "its last output: panic: runtime error: invalid memory address") {
+				return fmt.Errorf("error %q lacks the child's panic message", r.Err)
+			}
 			return nil
 		}},
 		{"exit", Exited.String(), func(r upgradeResult) error {
 			if r.ExitStatus != 3 {
 				return fmt.Errorf("exit status %d, want 3", r.ExitStatus)
+			}
+			if !strings.Contains(r.Err, "its last output: test server: bad configuration") {
+				return fmt.Errorf("error %q lacks what the child wrote to stderr", r.Err)
 			}
 			return nil
 		}},
@@ -428,12 +434,19 @@ func TestUnixSocketHandedOverAndRemovedAtStop(t *testing.T) {
 	}
 	time.Sleep(100 * time.Millisecond)
 	checkNoFailures(t, stopLoad())
+	last := ts.PID()
 	status, err := ts.Stop(ctx)
 	if err != nil || status.ExitStatus() != 0 {
 		t.Fatalf("stop: status %v, err %v; want exit 0", status, err)
 	}
 	if _, err := os.Lstat(ts.addr); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("socket file left after stop: %v", err)
+	}
+	// The last generation logged after its predecessors had exited: its
+	// stderr is the service's, not a pipe to a dead parent.
+	log, _ := os.ReadFile(filepath.Join(ts.dir, "server.log"))
+	if want := fmt.Sprintf("msg=\"stopping; draining\" pid=%d", last); !strings.Contains(string(log), want) {
+		t.Fatalf("log lacks %q from the last generation:\n%s", want, log)
 	}
 	if _, err := os.Lstat(filepath.Join(ts.dir, "server.pid")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("PID file left after stop: %v", err)

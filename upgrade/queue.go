@@ -288,8 +288,14 @@ func (u *Upgrader) attempt() {
 	// The generation number travels in the environment only for the
 	// moment the new process is started.
 	os.Setenv(envGeneration, strconv.Itoa(u.generation+1))
+	stderrTail := u.captureStderr()
 	err := classify(u.tf.Upgrade(), u.opts.UpgradeTimeout)
+	tail := stderrTail()
 	os.Unsetenv(envGeneration)
+	var ce *ChildError
+	if errors.As(err, &ce) && ce.Reason != StartFailed {
+		ce.Stderr = tail
+	}
 	if err == nil {
 		u.log.Info("new generation ready; draining", "took", time.Since(start))
 	}

@@ -99,8 +99,9 @@ type Upgrader struct {
 	ready     atomic.Bool
 	readyC    chan struct{} // closed when Ready succeeds; opens the accept gates
 
-	generation int
-	hurry      hurrier // asks the draining previous generation to hurry
+	generation   int
+	hurry        hurrier // asks the draining previous generation to hurry
+	stderrHanded bool    // the real stderr is in the handoff (stderr_unix.go)
 
 	// The request queue is owned by the loop goroutine (queue.go).
 	requests    chan upgradeRequest
@@ -230,6 +231,7 @@ func (u *Upgrader) Ready() error {
 				return
 			}
 		}
+		u.adoptStderr()
 		// Open the accept gates before the previous generation stops
 		// accepting, so that the socket's queue is never left unserved.
 		close(u.readyC)

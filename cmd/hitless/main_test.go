@@ -220,7 +220,7 @@ func TestReloadTellsTheTruth(t *testing.T) {
 		want   string
 	}{
 		{"crashes", script("kill -SEGV $$"), "crashed before it was ready: killed by signal SIGSEGV"},
-		{"exits", script("echo 'bad config' >&2; exit 3"), "exited with status 3 before it was ready"},
+		{"exits", script("echo 'line one' >&2; echo 'bad config: port 70000' >&2; exit 3"), "exited with status 3 before it was ready; its last output: line one | bad config: port 70000"},
 		{"hangs", script("exec sleep 60"), "was not ready within 1s and was killed"},
 		{"fails its check", []byte("#!/bin/sh\necho 'config invalid: no such port' >&2\nexit 1\n"), "pre-flight check of the new binary failed"},
 		{"is missing", nil, "no such file or directory"},

@@ -108,6 +108,8 @@ type Child struct {
 	Signal     int    `json:"signal,omitempty"`
 	TimeoutMS  int64  `json:"timeout_ms,omitempty"`
 	Detail     string `json:"detail,omitempty"`
+	// Stderr is the last output the new generation wrote.
+	Stderr string `json:"stderr,omitempty"`
 }
 
 // Status is the state of the serving generation.
