@@ -3,4 +3,4 @@
 package upgrade
 
 func (u *Upgrader) captureStderr() (done func() string) { return func() string { return "" } }
-func (u *Upgrader) adoptStderr()                       {}
+func (u *Upgrader) adoptStderr()                        {}
