@@ -44,6 +44,7 @@ const (
 	envUpgradeT = "HITLESS_TEST_UPGRADE_TIMEOUT"
 	envCrashLp  = "HITLESS_TEST_CRASHLOOP" // CrashLoopAfter; unset means disabled
 	envControl  = "HITLESS_TEST_CONTROL"   // control socket path
+	envProbatn  = "HITLESS_TEST_PROBATION"
 )
 
 func TestMain(m *testing.M) {
@@ -73,6 +74,7 @@ func serverMain() int {
 	}
 	timeout, _ := time.ParseDuration(os.Getenv(envUpgradeT))
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	probation, _ := time.ParseDuration(os.Getenv(envProbatn))
 	crashLoop := -1
 	if n, err := strconv.Atoi(os.Getenv(envCrashLp)); err == nil {
 		crashLoop = n
@@ -81,6 +83,7 @@ func serverMain() int {
 		PIDFile: os.Getenv(envPIDFile), UpgradeTimeout: timeout, DrainTimeout: 10 * time.Second, Logger: log,
 		CrashLoopAfter: crashLoop, CrashLoopBackoff: time.Second, ControlSocket: os.Getenv(envControl),
 		HurrySignal: syscall.SIGUSR2,
+		Probation:   probation,
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -104,6 +107,12 @@ func serverMain() int {
 		return 3
 	case "hang":
 		time.Sleep(time.Hour) // killed by the parent at UpgradeTimeout
+	case "die-after-1s":
+		// Comes up, serves, and gives up a second later.
+		time.AfterFunc(time.Second, func() {
+			fmt.Fprintln(os.Stderr, "test server: lost the database, giving up")
+			os.Exit(4)
+		})
 	}
 
 	srv := &drain.HTTP{Server: &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -171,7 +180,7 @@ type testServer struct {
 	seen              int
 }
 
-func startTestServer(t *testing.T, network string) *testServer {
+func startTestServer(t *testing.T, network string, env ...string) *testServer {
 	t.Helper()
 	dir := t.TempDir()
 	ts := &testServer{
@@ -204,10 +213,10 @@ func startTestServer(t *testing.T, network string) *testServer {
 		Args:    []string{"-test.run=^$"},
 		PIDFile: pidFile,
 		Log:     logf,
-		Env: append(os.Environ(),
-			envRole+"=server", envMode+"="+ts.modeFile, envResults+"="+ts.results,
-			envNetwork+"="+network, envAddr+"="+ts.addr, envPIDFile+"="+pidFile,
-			envUpgradeT+"=1s", "GORACE=atexit_sleep_ms=0"),
+		Env: append([]string{
+			envRole + "=server", envMode + "=" + ts.modeFile, envResults + "=" + ts.results,
+			envNetwork + "=" + network, envAddr + "=" + ts.addr, envPIDFile + "=" + pidFile,
+			envUpgradeT + "=1s", "GORACE=atexit_sleep_ms=0"}, env...),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -546,4 +555,54 @@ func errorOf(r upgradeResult) error {
 		return errors.New(r.Err)
 	}
 	return nil
+}
+
+func TestProbationRollsBack(t *testing.T) {
+	ts := startTestServer(t, "tcp", envProbatn+"=3s")
+	first := ts.PID()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	// A new generation that dies 1 s after it is ready, within its 3 s
+	// probation: the upgrade is reported failed, the first generation never
+	// stopped serving.
+	ts.setMode("die-after-1s")
+	begin := time.Now()
+	if err := ts.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	r := ts.nextResult()
+	t.Logf("after %v: %s", time.Since(begin).Round(time.Millisecond), r.Err)
+	if !r.Failed || r.Reason != Exited.String() || r.ExitStatus != 4 || !strings.Contains(r.Err, "lost the database") {
+		t.Fatalf("upgrade result %+v; want the new generation's exit 4 and its last words", r)
+	}
+	if ts.PID() != first {
+		t.Fatalf("PID file names %d, want the first generation %d", ts.PID(), first)
+	}
+	// From the rollback on, not a request fails.
+	stopLoad := startLoad(t, "tcp", ts.addr)
+	time.Sleep(500 * time.Millisecond)
+	rs := stopLoad()
+	checkNoFailures(t, rs)
+	for _, res := range rs {
+		for pid := range res.PIDs {
+			if pid != first {
+				t.Errorf("%s: response from %d after the rollback", res.Kind, pid)
+			}
+		}
+	}
+
+	// A good new generation passes its probation and takes over.
+	ts.setMode("ok")
+	begin = time.Now()
+	up, err := ts.Upgrade(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := ts.nextResult(); r.Err != "" {
+		t.Fatalf("good upgrade: %s", r.Err)
+	}
+	if took := up.Ready.Sub(begin); took < 3*time.Second {
+		t.Fatalf("took over after %v, before its 3 s probation ended", took)
+	}
 }

@@ -289,7 +289,7 @@ func (u *Upgrader) attempt() {
 	// moment the new process is started.
 	os.Setenv(envGeneration, strconv.Itoa(u.generation+1))
 	stderrTail := u.captureStderr()
-	err := classify(u.tf.Upgrade(), u.opts.UpgradeTimeout)
+	err := classify(u.tf.Upgrade(), u.opts.UpgradeTimeout+u.opts.Probation)
 	tail := stderrTail()
 	os.Unsetenv(envGeneration)
 	var ce *ChildError

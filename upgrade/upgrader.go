@@ -75,6 +75,19 @@ type Options struct {
 	// failure, up to 16 times. Zero or negative means
 	// DefaultCrashLoopBackoff.
 	CrashLoopBackoff time.Duration
+	// Probation, if positive, makes a new generation prove itself before
+	// it takes over: once it is ready, it serves alongside this one
+	// (both accept on the shared sockets) for this long, and only then
+	// tells this one, which stops accepting and drains. If it exits,
+	// crashes or fails ProbationCheck meanwhile, the upgrade fails as
+	// if it had never become ready, and this generation, which never
+	// stopped serving, goes on. It adds to the time Upgrade waits.
+	// Zero means no probation. (Both generations read their own Options:
+	// it is the new generation's value that counts.)
+	Probation time.Duration
+	// ProbationCheck, if set, is called by a new generation on probation
+	// every 100 ms; an error ends the probation as failed.
+	ProbationCheck func(ctx context.Context) error
 	// HurrySignal, if not zero, lets a newer generation that has an
 	// upgrade waiting ask this one, while it drains, to cut its drain
 	// short (a reload requested with hurry): this generation then handles
@@ -155,7 +168,8 @@ func New(opts Options) (*Upgrader, error) {
 			return nil, fmt.Errorf("upgrade: PID file %s is not writable: %w", abs, err)
 		}
 	}
-	tf, err := tableflip.New(tableflip.Options{UpgradeTimeout: opts.UpgradeTimeout})
+	// The new generation tells us it is ready only after its probation.
+	tf, err := tableflip.New(tableflip.Options{UpgradeTimeout: opts.UpgradeTimeout + opts.Probation})
 	switch {
 	case errors.Is(err, tableflip.ErrNotSupported):
 		return nil, ErrNotSupported
@@ -225,6 +239,18 @@ func (u *Upgrader) Listen(ctx context.Context, name, network, addr string) (net.
 // anything; later calls return its result.
 func (u *Upgrader) Ready() error {
 	u.readyOnce.Do(func() {
+		// Open the accept gates before the previous generation stops
+		// accepting, so that the socket's queue is never left unserved.
+		close(u.readyC)
+		if u.HasParent() && u.opts.Probation > 0 {
+			if err := u.probation(); err != nil {
+				// Said on stderr, which the previous generation captures
+				// for its error, then Run drains and the process exits.
+				fmt.Fprintln(os.Stderr, err)
+				u.readyErr = err
+				return
+			}
+		}
 		if u.opts.PIDFile != "" {
 			if err := writePIDFile(u.opts.PIDFile); err != nil {
 				u.readyErr = fmt.Errorf("upgrade: writing PID file: %w", err)
@@ -232,9 +258,6 @@ func (u *Upgrader) Ready() error {
 			}
 		}
 		u.adoptStderr()
-		// Open the accept gates before the previous generation stops
-		// accepting, so that the socket's queue is never left unserved.
-		close(u.readyC)
 		if err := u.tf.Ready(); err != nil {
 			u.readyErr = fmt.Errorf("upgrade: telling the previous generation: %w", err)
 			return
@@ -254,6 +277,35 @@ func (u *Upgrader) Ready() error {
 		u.log.Info("ready", "generation", u.generation)
 	})
 	return u.readyErr
+}
+
+// probationInterval is how often ProbationCheck runs.
+const probationInterval = 100 * time.Millisecond
+
+// probation serves alongside the previous generation for
+// Options.Probation, checking ProbationCheck, before this generation takes
+// over (see Options.Probation).
+func (u *Upgrader) probation() error {
+	u.log.Info("on probation", "for", u.opts.Probation)
+	end := time.Now().Add(u.opts.Probation)
+	tick := time.NewTicker(probationInterval)
+	defer tick.Stop()
+	for time.Now().Before(end) {
+		if u.opts.ProbationCheck != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), probationInterval*10)
+			err := u.opts.ProbationCheck(ctx)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("upgrade: failed the probation check: %w", err)
+			}
+		}
+		select {
+		case <-tick.C:
+		case <-u.exit:
+			return fmt.Errorf("upgrade: stopped during probation")
+		}
+	}
+	return nil
 }
 
 func (u *Upgrader) exitErr() error {

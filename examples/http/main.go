@@ -44,6 +44,7 @@ func run() error {
 	upgradeTimeout := flag.Duration("upgrade-timeout", upgrade.DefaultUpgradeTimeout, "how long a new generation has to become ready")
 	drainTimeout := flag.Duration("drain-timeout", upgrade.DefaultDrainTimeout, "how long in-flight requests have to finish")
 	control := flag.String("control", "", "serve the control socket (hitless reload|stop|status) at this path")
+	probation := flag.Duration("probation", 0, "a new generation serves alongside the old one this long before it takes over; if it dies meanwhile, the old one goes on")
 	crashLoopAfter := flag.Int("crash-loop-after", upgrade.DefaultCrashLoopAfter, "after this many failed upgrades in a row, refuse upgrades for a while (negative: never)")
 	check := flag.Bool("check", false, "check the flags and exit: what a running generation asks of a new binary before starting it")
 	flag.Parse()
@@ -60,6 +61,7 @@ func run() error {
 		Logger:         log,
 		ControlSocket:  *control,
 		CrashLoopAfter: *crashLoopAfter,
+		Probation:      *probation,
 		// A reload asked to hurry (hitless reload -hurry) cuts the drain
 		// of the previous generation short with this signal.
 		HurrySignal: hurrySignal,
