@@ -75,6 +75,13 @@ type Options struct {
 	// failure, up to 16 times. Zero or negative means
 	// DefaultCrashLoopBackoff.
 	CrashLoopBackoff time.Duration
+	// ReadyCheck, if set, must pass before the generation reports ready
+	// (a readiness gate: the database answers, the certificate loads).
+	// If it fails, Ready fails, this generation takes no connection, and
+	// the previous generation, if any, reports the upgrade as failed with
+	// the check's error. It runs before the listeners accept, so it must
+	// not connect to them. ctx expires after UpgradeTimeout.
+	ReadyCheck func(ctx context.Context) error
 	// Probation, if positive, makes a new generation prove itself before
 	// it takes over: once it is ready, it serves alongside this one
 	// (both accept on the shared sockets) for this long, and only then
@@ -239,6 +246,18 @@ func (u *Upgrader) Listen(ctx context.Context, name, network, addr string) (net.
 // anything; later calls return its result.
 func (u *Upgrader) Ready() error {
 	u.readyOnce.Do(func() {
+		if u.opts.ReadyCheck != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), u.opts.UpgradeTimeout)
+			err := u.opts.ReadyCheck(ctx)
+			cancel()
+			if err != nil {
+				// Said on stderr, which a previous generation captures
+				// for its error.
+				u.readyErr = fmt.Errorf("upgrade: readiness check failed: %w", err)
+				fmt.Fprintln(os.Stderr, u.readyErr)
+				return
+			}
+		}
 		// Open the accept gates before the previous generation stops
 		// accepting, so that the socket's queue is never left unserved.
 		close(u.readyC)
@@ -363,7 +382,12 @@ func (u *Upgrader) Run(ctx context.Context, servers ...drain.Drainer) error {
 	// socket from now on.
 	u.control.close()
 
-	if !upgraded {
+	// A new generation that never became ready is not the service: the
+	// previous generation still serves on the same sockets, PID file and
+	// unit. It leaves all of them alone.
+	stopping := !upgraded && (u.ready.Load() || !u.HasParent())
+
+	if stopping {
 		u.setState(StateStopping)
 		u.log.Info("stopping; draining")
 		if _, err := readiness.Notify(readiness.Stopping, readiness.Status("stopping: draining")); err != nil {
@@ -402,7 +426,7 @@ func (u *Upgrader) Run(ctx context.Context, servers ...drain.Drainer) error {
 	if err := u.listeners.Close(); err != nil {
 		u.log.Warn("closing listeners", "err", err)
 	}
-	if !upgraded && u.opts.PIDFile != "" {
+	if stopping && u.opts.PIDFile != "" {
 		if err := removePIDFile(u.opts.PIDFile); err != nil && !errors.Is(err, os.ErrNotExist) {
 			u.log.Warn("removing PID file", "err", err)
 		}

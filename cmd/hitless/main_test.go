@@ -203,7 +203,11 @@ func script(body string) []byte {
 }
 
 func TestReloadTellsTheTruth(t *testing.T) {
-	s := startService(t, "-upgrade-timeout", "1s", "-crash-loop-after", "-1")
+	gate := filepath.Join(t.TempDir(), "certificate")
+	if err := os.WriteFile(gate, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := startService(t, "-upgrade-timeout", "1s", "-crash-loop-after", "-1", "-require-file", gate)
 	stopLoad := load(t, s.addr)
 
 	if code, out := s.hitless("status"); code != 0 || !strings.Contains(out, "generation 1, serving") {
@@ -225,9 +229,14 @@ func TestReloadTellsTheTruth(t *testing.T) {
 		{"fails its check", []byte("#!/bin/sh\necho 'config invalid: no such port' >&2\nexit 1\n"), "pre-flight check of the new binary failed"},
 		{"is missing", nil, "no such file or directory"},
 		{"is not executable", []byte("not a program"), "not executable"},
+		{"fails its readiness gate", nil, "exited with status 1 before it was ready; its last output: upgrade: readiness check failed: stat " + gate + ": no such file or directory"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			switch {
+			case tc.name == "fails its readiness gate":
+				s.install(server)
+				os.Remove(gate)
+				defer os.WriteFile(gate, []byte("x"), 0o600)
 			case tc.binary == nil:
 				os.Remove(s.bin)
 			case tc.name == "is not executable":

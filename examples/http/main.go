@@ -44,6 +44,7 @@ func run() error {
 	upgradeTimeout := flag.Duration("upgrade-timeout", upgrade.DefaultUpgradeTimeout, "how long a new generation has to become ready")
 	drainTimeout := flag.Duration("drain-timeout", upgrade.DefaultDrainTimeout, "how long in-flight requests have to finish")
 	control := flag.String("control", "", "serve the control socket (hitless reload|stop|status) at this path")
+	requireFile := flag.String("require-file", "", "readiness gate: do not report ready unless this file exists (a certificate, a config)")
 	probation := flag.Duration("probation", 0, "a new generation serves alongside the old one this long before it takes over; if it dies meanwhile, the old one goes on")
 	crashLoopAfter := flag.Int("crash-loop-after", upgrade.DefaultCrashLoopAfter, "after this many failed upgrades in a row, refuse upgrades for a while (negative: never)")
 	check := flag.Bool("check", false, "check the flags and exit: what a running generation asks of a new binary before starting it")
@@ -62,6 +63,13 @@ func run() error {
 		ControlSocket:  *control,
 		CrashLoopAfter: *crashLoopAfter,
 		Probation:      *probation,
+		ReadyCheck: func(context.Context) error {
+			if *requireFile == "" {
+				return nil
+			}
+			_, err := os.Stat(*requireFile)
+			return err
+		},
 		// A reload asked to hurry (hitless reload -hurry) cuts the drain
 		// of the previous generation short with this signal.
 		HurrySignal: hurrySignal,
