@@ -119,10 +119,13 @@ func (c Client) do(ctx context.Context, req ctlproto.Request) (ctlproto.Response
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
 	defer stop()
-	if _, err := conn.Write(req.Marshal()); err != nil {
-		return ctlproto.Response{}, fmt.Errorf("upgrade: sending %s: %w", req.Verb, err)
-	}
+	_, werr := conn.Write(req.Marshal())
+	// Even when the write failed, the service may have answered (a
+	// refusal); its answer says more than the write error.
 	line, err := bufio.NewReaderSize(conn, ctlproto.MaxMessage).ReadSlice('\n')
+	if err != nil && werr != nil {
+		return ctlproto.Response{}, fmt.Errorf("upgrade: sending %s: %w", req.Verb, werr)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctlproto.Response{}, fmt.Errorf("upgrade: waiting for the answer to %s: %w", req.Verb, ctx.Err())

@@ -75,14 +75,16 @@ func (s *controlServer) handle(c net.Conn) {
 		c.SetWriteDeadline(time.Now().Add(controlIOTimeout))
 		c.Write(r.Marshal())
 	}
-	if err := s.authorize(c); err != nil {
-		s.u.log.Warn("control socket: refused a peer", "err", err)
-		c.SetWriteDeadline(time.Now().Add(controlIOTimeout))
-		c.Write(ctlproto.Response{Code: "refused", Error: err.Error()}.Marshal())
-		return
-	}
+	// The request is read before the peer is judged, so that a refused
+	// client reads the refusal instead of failing to write its request.
 	c.SetReadDeadline(time.Now().Add(controlIOTimeout))
 	line, err := bufio.NewReaderSize(c, ctlproto.MaxMessage).ReadSlice('\n')
+	if aerr := s.authorize(c); aerr != nil {
+		s.u.log.Warn("control socket: refused a peer", "err", aerr)
+		c.SetWriteDeadline(time.Now().Add(controlIOTimeout))
+		c.Write(ctlproto.Response{Code: "refused", Error: aerr.Error()}.Marshal())
+		return
+	}
 	switch {
 	case errors.Is(err, bufio.ErrBufferFull):
 		respond(ctlproto.Response{Code: "malformed", Error: fmt.Sprintf("request longer than %d bytes", ctlproto.MaxMessage)})

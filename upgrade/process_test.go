@@ -22,6 +22,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -131,7 +132,10 @@ func serverMain() int {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM)
 	defer signal.Stop(sigs)
+	var handling sync.WaitGroup
+	handling.Add(1)
 	go func() {
+		defer handling.Done()
 		for sig := range sigs {
 			if sig == syscall.SIGTERM {
 				upg.Stop()
@@ -141,9 +145,17 @@ func serverMain() int {
 			err := upg.Upgrade(ctx)
 			cancel()
 			recordResult(err)
+			if err == nil {
+				return // this generation is exiting
+			}
 		}
 	}()
-	if err := upg.Run(context.Background(), srv); err != nil {
+	err = upg.Run(context.Background(), srv)
+	signal.Stop(sigs)
+	if upg.Status().State == StateDraining {
+		handling.Wait() // its result is recorded before the process exits
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

@@ -72,12 +72,10 @@ func (u *Upgrader) request(ctx context.Context, hurry bool) error {
 	}
 }
 
-// requestAsync queues a request nobody waits for (a signal).
+// requestAsync queues a request nobody waits for (a signal). One that
+// arrives before Ready is carried out once this generation is ready: a
+// deploy tool that signals just after a restart must not be ignored.
 func (u *Upgrader) requestAsync() {
-	if !u.ready.Load() {
-		u.log.Warn("upgrade requested before ready; ignored")
-		return
-	}
 	select {
 	case u.requests <- upgradeRequest{}:
 	case <-u.loopStopped:
@@ -271,6 +269,12 @@ func (u *Upgrader) stopLoop() {
 // exit (hurrying it if asked), check the binary, start the new generation
 // and wait until it is ready.
 func (u *Upgrader) attempt() {
+	select {
+	case <-u.readyDone:
+	case <-u.exit:
+		u.done <- u.exitErr()
+		return
+	}
 	if err := u.waitForParent(); err != nil {
 		u.done <- err
 		return
@@ -289,7 +293,7 @@ func (u *Upgrader) attempt() {
 	// moment the new process is started.
 	os.Setenv(envGeneration, strconv.Itoa(u.generation+1))
 	stderrTail := u.captureStderr()
-	err := classify(u.tf.Upgrade(), u.opts.UpgradeTimeout+u.opts.Probation)
+	err := classify(u.tfUpgrade(), u.opts.UpgradeTimeout+u.opts.Probation)
 	tail := stderrTail()
 	os.Unsetenv(envGeneration)
 	var ce *ChildError
@@ -300,6 +304,21 @@ func (u *Upgrader) attempt() {
 		u.log.Info("new generation ready; draining", "took", time.Since(start))
 	}
 	u.done <- err
+}
+
+// tfUpgrade is tableflip's Upgrade, minus a race: WaitForParent returns as
+// soon as the parent's pipe reaches EOF, but tableflip's own loop learns of
+// the parent's exit a moment later, and refuses an upgrade until then with
+// "parent hasn't exited". Nothing was started in that case, so asking again
+// shortly is not a retry of a failed upgrade.
+func (u *Upgrader) tfUpgrade() error {
+	for tries := 0; ; tries++ {
+		err := u.tf.Upgrade()
+		if err == nil || err.Error() != "parent hasn't exited" || tries == 200 {
+			return err
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func (u *Upgrader) reportFailure(err error, failures int, backoff time.Time) {

@@ -117,7 +117,8 @@ type Upgrader struct {
 	readyOnce sync.Once
 	readyErr  error
 	ready     atomic.Bool
-	readyC    chan struct{} // closed when Ready succeeds; opens the accept gates
+	readyC    chan struct{} // closed when Ready begins accepting; opens the accept gates
+	readyDone chan struct{} // closed when Ready has succeeded
 
 	generation   int
 	hurry        hurrier // asks the draining previous generation to hurry
@@ -193,6 +194,7 @@ func New(opts Options) (*Upgrader, error) {
 		generation:  takeGeneration(),
 		exit:        make(chan struct{}),
 		readyC:      make(chan struct{}),
+		readyDone:   make(chan struct{}),
 		requests:    make(chan upgradeRequest),
 		settle:      make(chan chan struct{}),
 		hurryC:      make(chan struct{}, 1),
@@ -282,6 +284,7 @@ func (u *Upgrader) Ready() error {
 			return
 		}
 		u.ready.Store(true)
+		close(u.readyDone)
 		states := []string{readiness.Ready}
 		if u.HasParent() {
 			// The new generation claims the main PID itself; this needs
