@@ -307,12 +307,12 @@ func TestReloadWaitsForTheDrainingGenerationOrHurriesIt(t *testing.T) {
 	s := startService(t)
 	slow := func() <-chan error {
 		done := make(chan error, 1)
-		go func() { _, err := get(s.addr, "/?sleep=8s"); done <- err }()
+		go func() { _, err := get(s.addr, "/?sleep=10s"); done <- err }()
 		time.Sleep(300 * time.Millisecond)
 		return done
 	}
 
-	// Generation 1 hands over with an 8 s request in flight, then drains it.
+	// Generation 1 hands over with a 10 s request in flight, then drains it.
 	slow1 := slow()
 	if code, _ := s.hitless("reload"); code != 0 {
 		t.Fatal("first reload failed")
@@ -321,14 +321,14 @@ func TestReloadWaitsForTheDrainingGenerationOrHurriesIt(t *testing.T) {
 	if code, out := s.hitless("reload"); code != 0 || !strings.Contains(out, "generation 3") {
 		t.Fatalf("reload while the previous generation drains: %d %q", code, out)
 	}
-	if waited := time.Since(begin); waited < 5*time.Second {
-		t.Errorf("reload took %v; it should have waited for the 8 s request", waited)
+	if waited := time.Since(begin); waited < 7*time.Second {
+		t.Errorf("reload took %v; it should have waited for the 10 s request", waited)
 	}
 	if err := <-slow1; err != nil {
 		t.Errorf("the draining generation's request failed: %v", err)
 	}
 
-	// Generation 3 hands over with an 8 s request; with -hurry the next
+	// Generation 3 hands over with a 10 s request; with -hurry the next
 	// reload does not wait for it, and the cut is reported.
 	slow3 := slow()
 	if code, _ := s.hitless("reload"); code != 0 {
@@ -342,7 +342,7 @@ func TestReloadWaitsForTheDrainingGenerationOrHurriesIt(t *testing.T) {
 		t.Errorf("hurried reload took %v", waited)
 	}
 	if err := <-slow3; err == nil {
-		t.Error("the hurried generation's 8 s request was not cut")
+		t.Error("the hurried generation's 10 s request was not cut")
 	}
 	log, _ := os.ReadFile(s.log)
 	if !strings.Contains(string(log), "cutting the drain short") || !strings.Contains(string(log), "1 connection(s) cut at the deadline") {
