@@ -85,29 +85,7 @@ func logFile(t *testing.T) *os.File {
 // cleanup.
 func startBaseline(t *testing.T) (*Server, string) {
 	t.Helper()
-	bin := baselineBinary(t)
-	addr, err := FreeTCPAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pidFile := filepath.Join(t.TempDir(), "pid")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s, err := Start(ctx, Config{
-		Binary:  bin,
-		Args:    []string{"-addr", addr, "-pidfile", pidFile},
-		PIDFile: pidFile,
-		Log:     logFile(t),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	return s, addr
+	return startBinary(t, baselineBinary(t))
 }
 
 // startScript runs a /bin/sh script as the server; $0 in the script is
