@@ -302,8 +302,36 @@ func (u *Upgrader) attempt() {
 	}
 	if err == nil {
 		u.log.Info("new generation ready; draining", "took", time.Since(start))
+		u.handOver()
 	}
 	u.done <- err
+}
+
+// handOver tells systemd that the new generation is the main process now,
+// and waits until systemd has taken that in (BARRIER), so that it never
+// sees this process exit first and thinks the service died. The new
+// generation claims the main PID itself too, which needs NotifyAccess=all;
+// this message from the current main process is accepted with the default
+// NotifyAccess=main as well.
+func (u *Upgrader) handOver() {
+	if os.Getenv("NOTIFY_SOCKET") == "" {
+		return
+	}
+	pid := u.newGenerationPID()
+	if pid == 0 {
+		u.log.Warn("cannot tell systemd the new main PID: the new generation was not found")
+		return
+	}
+	if _, err := readiness.Notify(readiness.MainPID(pid), readiness.Ready,
+		readiness.Status(fmt.Sprintf("serving, generation %d, pid %d", u.generation+1, pid))); err != nil {
+		u.log.Warn("telling systemd the new main PID", "err", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := readiness.Barrier(ctx); err != nil {
+		u.log.Warn("waiting for systemd to take in the new main PID", "err", err)
+	}
 }
 
 // tfUpgrade is tableflip's Upgrade, minus a race: WaitForParent returns as

@@ -138,6 +138,8 @@ type Upgrader struct {
 
 	control *controlServer
 
+	watchdogStop, watchdogDone chan struct{}
+
 	exitOnce sync.Once
 	exit     chan struct{}
 	upgraded atomic.Bool
@@ -297,8 +299,45 @@ func (u *Upgrader) Ready() error {
 			u.log.Warn("telling systemd we are ready", "err", err)
 		}
 		u.log.Info("ready", "generation", u.generation)
+		u.startWatchdog()
 	})
 	return u.readyErr
+}
+
+// startWatchdog pings systemd's watchdog (WatchdogSec=) from the moment
+// this generation is the main process until it hands over to the next, or,
+// when it stops, until it exits. The next generation starts pinging when it
+// becomes ready, before this one stops: there is no gap.
+func (u *Upgrader) startWatchdog() {
+	every, ok := readiness.WatchdogInterval()
+	if !ok || os.Getenv("NOTIFY_SOCKET") == "" {
+		return
+	}
+	u.watchdogStop = make(chan struct{})
+	u.watchdogDone = make(chan struct{})
+	go func() {
+		defer close(u.watchdogDone)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			if _, err := readiness.Notify(readiness.Watchdog); err != nil {
+				u.log.Warn("pinging the watchdog", "err", err)
+			}
+			select {
+			case <-tick.C:
+			case <-u.watchdogStop:
+				return
+			}
+		}
+	}()
+}
+
+func (u *Upgrader) stopWatchdog() {
+	if u.watchdogStop != nil {
+		close(u.watchdogStop)
+		<-u.watchdogDone
+		u.watchdogStop = nil
+	}
 }
 
 // probationInterval is how often ProbationCheck runs.
@@ -403,6 +442,18 @@ func (u *Upgrader) Run(ctx context.Context, servers ...drain.Drainer) error {
 
 	dctx, cancel := context.WithTimeout(context.Background(), u.opts.DrainTimeout)
 	defer cancel()
+	if upgraded {
+		// The new generation is the main process and pings now.
+		u.stopWatchdog()
+	} else {
+		defer u.stopWatchdog()
+	}
+	if stopping {
+		// Let the drain run even where TimeoutStopSec is shorter.
+		if _, err := readiness.Notify(readiness.ExtendTimeout(u.opts.DrainTimeout + 5*time.Second)); err != nil {
+			u.log.Warn("telling systemd", "err", err)
+		}
+	}
 	if upgraded {
 		u.setState(StateDraining)
 		// A newer generation may ask us to cut the drain short.

@@ -1,0 +1,165 @@
+package upgrade
+
+import (
+	"context"
+	"net"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// fakeSystemd receives notify messages as systemd does: with the sender's
+// credentials (SO_PASSCRED), closing attached descriptors once read (which
+// releases a BARRIER).
+type fakeSystemd struct {
+	path string
+	conn *net.UnixConn
+	mu   sync.Mutex
+	msgs []notifyMsg
+	done chan struct{}
+}
+
+type notifyMsg struct {
+	at   time.Time
+	pid  int
+	text string
+}
+
+func startFakeSystemd(t *testing.T) *fakeSystemd {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := conn.SyscallConn()
+	raw.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PASSCRED, 1) })
+	f := &fakeSystemd{path: path, conn: conn, done: make(chan struct{})}
+	go f.run()
+	t.Cleanup(func() { conn.Close(); <-f.done })
+	return f
+}
+
+func (f *fakeSystemd) run() {
+	defer close(f.done)
+	buf, oob := make([]byte, 4096), make([]byte, 4096)
+	for {
+		n, oobn, _, _, err := f.conn.ReadMsgUnix(buf, oob)
+		if err != nil {
+			return
+		}
+		m := notifyMsg{at: time.Now(), text: string(buf[:n])}
+		cmsgs, _ := unix.ParseSocketControlMessage(oob[:oobn])
+		for _, c := range cmsgs {
+			if cred, err := unix.ParseUnixCredentials(&c); err == nil {
+				m.pid = int(cred.Pid)
+			}
+			if fds, err := unix.ParseUnixRights(&c); err == nil {
+				for _, fd := range fds {
+					unix.Close(fd)
+				}
+			}
+		}
+		f.mu.Lock()
+		f.msgs = append(f.msgs, m)
+		f.mu.Unlock()
+	}
+}
+
+func (f *fakeSystemd) messages() []notifyMsg {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]notifyMsg(nil), f.msgs...)
+}
+
+// TestSystemdIsToldTheTruth checks, across upgrades and a stop, what a
+// generation tells systemd and when: the main PID moves to each new
+// generation (claimed by it and handed over by its predecessor, with a
+// barrier), a reload is announced and concluded, watchdog pings come from
+// the current main process without a gap, and the stop is announced.
+func TestSystemdIsToldTheTruth(t *testing.T) {
+	sd := startFakeSystemd(t)
+	const watchdog = 300 * time.Millisecond
+	ts := startTestServer(t, "tcp", "NOTIFY_SOCKET="+sd.path,
+		"WATCHDOG_USEC="+strconv.Itoa(int(watchdog.Microseconds())), "WATCHDOG_PID=1")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pids := []int{ts.PID()}
+	for range 3 {
+		up, err := ts.Upgrade(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := ts.nextResult(); r.Err != "" {
+			t.Fatal(r.Err)
+		}
+		pids = append(pids, up.New)
+		time.Sleep(2 * watchdog)
+	}
+	last := pids[len(pids)-1]
+	if _, err := ts.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	msgs := sd.messages()
+	has := func(pid int, parts ...string) bool {
+		for _, m := range msgs {
+			if m.pid != pid {
+				continue
+			}
+			ok := true
+			for _, p := range parts {
+				ok = ok && strings.Contains(m.text, p)
+			}
+			if ok {
+				return true
+			}
+		}
+		return false
+	}
+	if !has(pids[0], "READY=1", "STATUS=serving, generation 1") {
+		t.Error("first generation did not report READY=1 with its status")
+	}
+	for i := 1; i < len(pids); i++ {
+		old, new := pids[i-1], pids[i]
+		if !has(old, "RELOADING=1", "MONOTONIC_USEC=") {
+			t.Errorf("generation %d did not announce the reload", i)
+		}
+		if !has(new, "MAINPID="+strconv.Itoa(new), "READY=1", "STATUS=serving, generation "+strconv.Itoa(i+1)) {
+			t.Errorf("generation %d (pid %d) did not claim the main PID", i+1, new)
+		}
+		if !has(old, "MAINPID="+strconv.Itoa(new), "READY=1") || !has(old, "BARRIER=1") {
+			t.Errorf("generation %d did not hand the main PID to %d with a barrier", i, new)
+		}
+	}
+	if !has(last, "STOPPING=1") || !has(last, "EXTEND_TIMEOUT_USEC=") {
+		t.Error("the last generation did not announce its stop")
+	}
+	// Watchdog: pings from the generation that is main at that moment,
+	// never further apart than WATCHDOG_USEC.
+	var prev time.Time
+	pings := 0
+	for _, m := range msgs {
+		if m.text != "WATCHDOG=1" {
+			continue
+		}
+		pings++
+		if !prev.IsZero() && m.at.Sub(prev) > watchdog {
+			t.Errorf("watchdog gap of %v at %v (limit %v)", m.at.Sub(prev), m.at.Format(time.StampMilli), watchdog)
+		}
+		prev = m.at
+	}
+	if pings < 10 {
+		t.Errorf("only %d watchdog pings", pings)
+	}
+	for _, p := range pids {
+		if !has(p, "WATCHDOG=1") {
+			t.Errorf("generation pid %d never pinged the watchdog", p)
+		}
+	}
+
+}
