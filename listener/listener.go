@@ -76,6 +76,11 @@ type Set struct {
 	Handoff Handoff
 	// ListenConfig is used to bind new listeners.
 	ListenConfig net.ListenConfig
+	// Systemd, if set, supplies sockets systemd passed by name (see
+	// FromSystemd): socket activation, or the file descriptor store after
+	// a restart. Listen takes one when no previous generation handed a
+	// socket over and it is bound to the configured address.
+	Systemd map[string][]*os.File
 
 	mu      sync.Mutex
 	entries map[string]*entry
@@ -85,7 +90,8 @@ type entry struct {
 	network, addr string
 	ln            net.Listener
 	inherited     bool
-	file          *unixFile // nil unless a unix socket with a path
+	fromSystemd   bool
+	file          *unixFile // nil unless a unix socket file this service owns
 }
 
 // Listen returns the listener named name, bound to addr on network ("tcp",
@@ -124,6 +130,9 @@ func (s *Set) Listen(ctx context.Context, name, network, addr string) (net.Liste
 	e, err := s.inherit(name, network, addr)
 	if err != nil {
 		return fail(err)
+	}
+	if e == nil {
+		e = s.fromSystemd(name, network, addr)
 	}
 	if e == nil {
 		if e, err = s.bind(ctx, network, addr); err != nil {
@@ -170,6 +179,31 @@ func (s *Set) inherit(name, network, addr string) (*entry, error) {
 		e.file = statUnixFile(addr)
 	}
 	return e, nil
+}
+
+// fromSystemd takes the socket systemd passed under name that is bound to
+// the configured address, or returns nil.
+func (s *Set) fromSystemd(name, network, addr string) *entry {
+	files := s.Systemd[name]
+	for i, f := range files {
+		ln, err := net.FileListener(f)
+		if err != nil {
+			continue
+		}
+		if !sameAddress(ln.Addr(), network, addr) {
+			ln.Close()
+			continue
+		}
+		f.Close()
+		s.Systemd[name] = append(files[:i:i], files[i+1:]...)
+		if len(s.Systemd[name]) == 0 {
+			delete(s.Systemd, name)
+		}
+		// A unix socket file systemd created is systemd's to remove: no
+		// unixFile, so Unlink leaves it alone.
+		return &entry{network: network, addr: addr, ln: ln, fromSystemd: true}
+	}
+	return nil
 }
 
 func (s *Set) bind(ctx context.Context, network, addr string) (*entry, error) {
@@ -230,6 +264,53 @@ func (s *Set) Inherited(name string) bool {
 	defer s.mu.Unlock()
 	e := s.entries[name]
 	return e != nil && e.inherited
+}
+
+// Source says where the listener named name came from: "inherited" (the
+// previous generation), "systemd" (socket activation or the fd store),
+// "bound" (bound by this process), or "" if there is none.
+func (s *Set) Source(name string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch e := s.entries[name]; {
+	case e == nil:
+		return ""
+	case e.inherited:
+		return "inherited"
+	case e.fromSystemd:
+		return "systemd"
+	}
+	return "bound"
+}
+
+// Listeners returns the set's listeners by name (as bound, without any
+// wrapper a caller put around them), for example to put them in systemd's
+// file descriptor store.
+func (s *Set) Listeners() map[string]net.Listener {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]net.Listener, len(s.entries))
+	for name, e := range s.entries {
+		out[name] = e.ln
+	}
+	return out
+}
+
+// CloseUnusedSystemd closes the sockets systemd passed that no Listen call
+// took (a listener the configuration no longer has) and returns their
+// names, so that they can also be removed from systemd's fd store.
+func (s *Set) CloseUnusedSystemd() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var names []string
+	for name, files := range s.Systemd {
+		for _, f := range files {
+			f.Close()
+		}
+		names = append(names, name)
+	}
+	s.Systemd = nil
+	return names
 }
 
 // Close closes every listener of the set. It does not remove unix socket

@@ -244,3 +244,48 @@ func TestUnlinkSparesAReplacedFile(t *testing.T) {
 }
 
 func itoa(i int) string { return (&net.TCPAddr{Port: i}).String()[1:] }
+
+// systemdFile returns a descriptor for ln as systemd would pass it.
+func systemdFile(t *testing.T, ln net.Listener) *os.File {
+	t.Helper()
+	f, err := ln.(interface{ File() (*os.File, error) }).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func TestSocketsFromSystemd(t *testing.T) {
+	a, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	old, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	s := &Set{Systemd: map[string][]*os.File{
+		"http":    {systemdFile(t, b), systemdFile(t, a)}, // e.g. two ListenStream= lines
+		"retired": {systemdFile(t, old)},
+	}}
+	ln := listen(t, s, "http", "tcp", a.Addr().String())
+	if s.Source("http") != "systemd" || ln.Addr().String() != a.Addr().String() {
+		t.Fatalf("http: source %q, address %v; want systemd's socket at %v", s.Source("http"), ln.Addr(), a.Addr())
+	}
+	// An address systemd did not pass is bound anew.
+	listen(t, s, "admin", "tcp", "127.0.0.1:0")
+	if s.Source("admin") != "bound" {
+		t.Fatalf("admin: source %q", s.Source("admin"))
+	}
+	unused := s.CloseUnusedSystemd()
+	if len(unused) != 2 { // the 127.0.0.2 one under "http", and "retired"
+		t.Fatalf("unused systemd names %v", unused)
+	}
+}

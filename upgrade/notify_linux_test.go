@@ -25,9 +25,10 @@ type fakeSystemd struct {
 }
 
 type notifyMsg struct {
-	at   time.Time
-	pid  int
-	text string
+	at    time.Time
+	pid   int
+	text  string
+	socks []string // local addresses of attached sockets
 }
 
 func startFakeSystemd(t *testing.T) *fakeSystemd {
@@ -61,6 +62,11 @@ func (f *fakeSystemd) run() {
 			}
 			if fds, err := unix.ParseUnixRights(&c); err == nil {
 				for _, fd := range fds {
+					if sa, err := unix.Getsockname(fd); err == nil {
+						if in, ok := sa.(*unix.SockaddrInet4); ok {
+							m.socks = append(m.socks, net.JoinHostPort(net.IP(in.Addr[:]).String(), strconv.Itoa(in.Port)))
+						}
+					}
 					unix.Close(fd)
 				}
 			}
@@ -162,4 +168,27 @@ func TestSystemdIsToldTheTruth(t *testing.T) {
 		}
 	}
 
+}
+
+func TestFDStoreKeepsTheListeners(t *testing.T) {
+	sd := startFakeSystemd(t)
+	ts := startTestServer(t, "tcp", "NOTIFY_SOCKET="+sd.path, envFDStore+"=1")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := ts.Upgrade(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ts.nextResult()
+	stored := 0
+	for _, m := range sd.messages() {
+		if m.text == "FDSTORE=1\nFDNAME=http" {
+			if len(m.socks) != 1 || m.socks[0] != ts.addr {
+				t.Fatalf("FDSTORE for http carried %v, want the socket at %s", m.socks, ts.addr)
+			}
+			stored++
+		}
+	}
+	if stored < 2 {
+		t.Fatalf("the http socket was stored %d times, want once per generation", stored)
+	}
 }

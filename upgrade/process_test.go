@@ -46,6 +46,7 @@ const (
 	envCrashLp  = "HITLESS_TEST_CRASHLOOP" // CrashLoopAfter; unset means disabled
 	envControl  = "HITLESS_TEST_CONTROL"   // control socket path
 	envProbatn  = "HITLESS_TEST_PROBATION"
+	envFDStore  = "HITLESS_TEST_FDSTORE"
 )
 
 func TestMain(m *testing.M) {
@@ -85,6 +86,7 @@ func serverMain() int {
 		CrashLoopAfter: crashLoop, CrashLoopBackoff: time.Second, ControlSocket: os.Getenv(envControl),
 		HurrySignal: syscall.SIGUSR2,
 		Probation:   probation,
+		FDStore:     os.Getenv(envFDStore) == "1",
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

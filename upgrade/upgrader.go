@@ -95,6 +95,15 @@ type Options struct {
 	// ProbationCheck, if set, is called by a new generation on probation
 	// every 100 ms; an error ends the probation as failed.
 	ProbationCheck func(ctx context.Context) error
+	// FDStore, if true, keeps the listening sockets in systemd's file
+	// descriptor store (FDSTORE=1, under their logical names; the unit
+	// needs FileDescriptorStoreMax=), so that after `systemctl restart`, a
+	// crash with Restart=, or an OOM kill, the next start gets them back
+	// and connections queued meanwhile are served instead of refused. A
+	// stored socket the configuration no longer has is removed from the
+	// store. Sockets systemd passes (socket activation or the store) are
+	// used in any case.
+	FDStore bool
 	// HurrySignal, if not zero, lets a newer generation that has an
 	// upgrade waiting ask this one, while it drains, to cut its drain
 	// short (a reload requested with hurry): this generation then handles
@@ -208,6 +217,15 @@ func New(opts Options) (*Upgrader, error) {
 	u.status = Status{PID: os.Getpid(), Generation: u.generation, State: StateStarting}
 	u.listeners.Handoff = tf.Fds
 	u.listeners.ListenConfig = opts.ListenConfig
+	// Sockets from systemd are for the first generation; later ones get
+	// them from their predecessor, and never see LISTEN_* (FromSystemd
+	// removes them from the environment in every generation).
+	activated, err := listener.FromSystemd()
+	if err != nil {
+		tf.Stop()
+		return nil, fmt.Errorf("upgrade: sockets from systemd: %w", err)
+	}
+	u.listeners.Systemd = activated
 	if tf.HasParent() {
 		u.hurry = newHurrier(os.Getppid(), opts.HurrySignal)
 	}
@@ -300,8 +318,42 @@ func (u *Upgrader) Ready() error {
 		}
 		u.log.Info("ready", "generation", u.generation)
 		u.startWatchdog()
+		u.storeListeners()
 	})
 	return u.readyErr
+}
+
+// storeListeners closes the sockets systemd passed that nobody listens on,
+// and, with Options.FDStore, puts the listeners in systemd's store, after
+// removing the names it no longer needs (removal goes by name, so a name
+// still in use is stored again right after).
+func (u *Upgrader) storeListeners() {
+	unused := u.listeners.CloseUnusedSystemd()
+	if !u.opts.FDStore || os.Getenv("NOTIFY_SOCKET") == "" {
+		return
+	}
+	for _, name := range unused {
+		line, err := readiness.FDName(name)
+		if err == nil {
+			_, err = readiness.Notify(readiness.FDStoreRemove, line)
+		}
+		if err != nil {
+			u.log.Warn("removing a socket from systemd's store", "name", name, "err", err)
+		}
+	}
+	for name, ln := range u.listeners.Listeners() {
+		sc, ok := ln.(syscall.Conn)
+		line, err := readiness.FDName(name)
+		if err == nil && !ok {
+			err = fmt.Errorf("%T has no descriptor", ln)
+		}
+		if err == nil {
+			_, err = readiness.NotifyWithFiles([]syscall.Conn{sc}, readiness.FDStore, line)
+		}
+		if err != nil {
+			u.log.Warn("storing a socket with systemd", "name", name, "err", err)
+		}
+	}
 }
 
 // startWatchdog pings systemd's watchdog (WatchdogSec=) from the moment

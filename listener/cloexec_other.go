@@ -1,0 +1,5 @@
+//go:build !unix
+
+package listener
+
+func closeOnExec(int) {}
