@@ -47,6 +47,7 @@ func run() error {
 	requireFile := flag.String("require-file", "", "readiness gate: do not report ready unless this file exists (a certificate, a config)")
 	probation := flag.Duration("probation", 0, "a new generation serves alongside the old one this long before it takes over; if it dies meanwhile, the old one goes on")
 	crashLoopAfter := flag.Int("crash-loop-after", upgrade.DefaultCrashLoopAfter, "after this many failed upgrades in a row, refuse upgrades for a while (negative: never)")
+	fdStore := flag.Bool("fdstore", false, "keep the listening sockets in systemd's fd store (the unit needs FileDescriptorStoreMax=)")
 	check := flag.Bool("check", false, "check the flags and exit: what a running generation asks of a new binary before starting it")
 	flag.Parse()
 
@@ -63,6 +64,7 @@ func run() error {
 		ControlSocket:  *control,
 		CrashLoopAfter: *crashLoopAfter,
 		Probation:      *probation,
+		FDStore:        *fdStore,
 		ReadyCheck: func(context.Context) error {
 			if *requireFile == "" {
 				return nil
