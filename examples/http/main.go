@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -138,6 +139,15 @@ func handler() http.Handler {
 			}
 		}
 		fmt.Fprintln(w, "hello from", pid)
+	})
+	// What a soak watches for leaks across generations.
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
+		fds := -1
+		if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
+			fds = len(ents)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"pid":%s,"goroutines":%d,"fds":%d}`+"\n", pid, runtime.NumGoroutine(), fds)
 	})
 	mux.HandleFunc("GET /stream", func(w http.ResponseWriter, r *http.Request) {
 		d, err := time.ParseDuration(r.URL.Query().Get("dur"))

@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -408,5 +410,71 @@ func copyFile(t *testing.T, from, to string) {
 	}
 	if err := os.WriteFile(to, b, 0o755); err != nil {
 		t.Fatal(err)
+	}
+}
+
+type stats struct {
+	PID        int `json:"pid"`
+	Goroutines int `json:"goroutines"`
+	FDs        int `json:"fds"`
+	RSSKiB     int `json:"-"`
+}
+
+func getStats(t *testing.T, addr string) stats {
+	t.Helper()
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get("http://" + addr + "/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st stats
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", st.PID)); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+				st.RSSKiB, _ = strconv.Atoi(f[1])
+			}
+		}
+	}
+	return st
+}
+
+// TestNothingAccumulatesAcrossGenerations upgrades many times and checks
+// that every generation starts with the same descriptors and goroutines:
+// nothing handed down (pipes, sockets, stderr, environment) piles up. The
+// CI runs 30 upgrades; a soak runs more on demand:
+//
+//	HITLESS_SOAK=500 go test -run TestNothingAccumulates -v -timeout 1h ./examples/http/
+func TestNothingAccumulatesAcrossGenerations(t *testing.T) {
+	n := 30
+	if v, err := strconv.Atoi(os.Getenv("HITLESS_SOAK")); err == nil && v > 0 {
+		n = v
+	}
+	s := start(t, "-control", filepath.Join(t.TempDir(), "control.sock"))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(n)*5*time.Second+time.Minute)
+	defer cancel()
+	var all []stats
+	for i := range n {
+		if _, err := s.Upgrade(ctx); err != nil {
+			t.Fatalf("upgrade %d: %v", i+1, err)
+		}
+		time.Sleep(50 * time.Millisecond) // let start-up goroutines settle
+		all = append(all, getStats(t, s.addr))
+	}
+	first, last := all[0], all[len(all)-1]
+	t.Logf("after upgrade 1: %+v; after upgrade %d: %+v", first, n, last)
+	for i, st := range all {
+		if st.FDs != first.FDs {
+			t.Errorf("generation after upgrade %d has %d descriptors, the first upgraded one %d", i+1, st.FDs, first.FDs)
+		}
+		if st.Goroutines > first.Goroutines+2 {
+			t.Errorf("generation after upgrade %d has %d goroutines, the first upgraded one %d", i+1, st.Goroutines, first.Goroutines)
+		}
+	}
+	if last.RSSKiB > first.RSSKiB*3/2 {
+		t.Errorf("RSS grew from %d KiB to %d KiB", first.RSSKiB, last.RSSKiB)
 	}
 }
