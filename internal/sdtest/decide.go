@@ -1,0 +1,105 @@
+package sdtest
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+)
+
+// Environment variables that steer Boot.
+const (
+	// EnvRequire set to 1 (or true) turns "no systemd here" from a skip
+	// into a test failure. CI sets it.
+	EnvRequire = "HITLESS_REQUIRE_SYSTEMD"
+	// EnvState names the state directory of a container booted by
+	// .ci/systemd/start-systemd.sh (its SDCI_STATE); Boot then reuses that
+	// container instead of booting one of its own.
+	EnvState = "HITLESS_SYSTEMD_STATE"
+)
+
+// required reports whether the environment demands a real systemd.
+func required(getenv func(string) string) bool {
+	switch strings.ToLower(strings.TrimSpace(getenv(EnvRequire))) {
+	case "1", "true", "yes":
+		return true
+	}
+	return false
+}
+
+// probe is what Boot finds out about the machine before trying to boot.
+type probe struct {
+	goos    string
+	euid    int
+	missing []string // programs or files that are needed and absent
+	script  string   // path of start-systemd.sh, "" if not found
+}
+
+// unavailable says why a container cannot be booted here, or "" if it
+// can (as far as can be told without trying).
+func unavailable(p probe) string {
+	switch {
+	case p.goos != "linux":
+		return "real systemd tests need Linux (GOOS=" + p.goos + ")"
+	case p.euid != 0:
+		return "real systemd tests need root (systemd-nspawn, mount namespaces, cgroups); run the tests as root"
+	case len(p.missing) > 0:
+		return "real systemd tests need " + strings.Join(p.missing, ", ") +
+			"; `.ci/systemd/start-systemd.sh start` installs them (apt-get install systemd-container)"
+	case p.script == "":
+		return "cannot find .ci/systemd/start-systemd.sh above the working directory"
+	}
+	return ""
+}
+
+// giveUp ends the test because no systemd is available: it skips it, or
+// fails it if a real systemd is required.
+func giveUp(t testing.TB, require bool, reason string) {
+	t.Helper()
+	if require {
+		t.Fatal("sdtest: no real systemd, and " + EnvRequire + "=1 requires one: " + reason)
+		return
+	}
+	t.Skip("sdtest: skipped, no real systemd: " + reason + " (set " + EnvRequire + "=1 to fail instead)")
+}
+
+// NoStartLimit returns a unit file's content with StartLimitIntervalSec=0
+// in its [Unit] section (added if the content does not set it), so that a
+// test can start and restart the unit as often as it likes without
+// systemd refusing with "start request repeated too quickly".
+func NoStartLimit(content string) string {
+	if strings.Contains(content, "StartLimitIntervalSec=") {
+		return content
+	}
+	lines := strings.SplitAfter(content, "\n")
+	for i, l := range lines {
+		if strings.TrimSpace(l) == "[Unit]" {
+			if !strings.HasSuffix(l, "\n") {
+				lines[i] = l + "\n"
+			}
+			return strings.Join(lines[:i+1], "") + "StartLimitIntervalSec=0\n" + strings.Join(lines[i+1:], "")
+		}
+	}
+	return "[Unit]\nStartLimitIntervalSec=0\n\n" + content
+}
+
+// M wraps a TestMain's m so that a container this process booted is
+// stopped as soon as the tests have run, before the process exits (without
+// it, a watcher process stops the container just after the test process
+// has exited):
+//
+//	func TestMain(m *testing.M) { goleak.VerifyTestMain(sdtest.M(m)) }
+func M(m interface{ Run() int }) interface{ Run() int } { return stopAfter{m} }
+
+type stopAfter struct{ m interface{ Run() int } }
+
+func (s stopAfter) Run() int {
+	code := s.m.Run()
+	if err := stopOwned(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	return code
+}
