@@ -1,0 +1,285 @@
+//go:build linux
+
+// Package systemd_test proves the unit files in this directory on a real
+// systemd (internal/sdtest boots one in a container; the CI requires it).
+package systemd_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/hitlessgo/hitless/internal/harness"
+	"github.com/hitlessgo/hitless/internal/loadgen"
+	"github.com/hitlessgo/hitless/internal/sdtest"
+)
+
+var binDir string // examples/http and cmd/hitless, built once
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(sdtest.M(buildFirst{m}))
+}
+
+type buildFirst struct{ m *testing.M }
+
+func (b buildFirst) Run() int {
+	var err error
+	if binDir, err = os.MkdirTemp("", "hitless-systemd"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(binDir)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	for pkg, out := range map[string]string{"./examples/http": "hitless-http", "./cmd/hitless": "hitless"} {
+		if err := harness.Build(ctx, pkg, filepath.Join(binDir, out), false, ""); err != nil {
+			fmt.Fprintln(os.Stderr, "build:", err)
+			return 1
+		}
+	}
+	return b.m.Run()
+}
+
+// unit is one instance of a unit file of this directory, installed in the
+// real systemd with its own name, port, binaries and runtime directory.
+type unit struct {
+	t            *testing.T
+	sd           *sdtest.Systemd
+	name, addr   string
+	bin, cli     string // the service's binary (replaceable) and hitless
+	runtimeDir   string
+	socketUnit   string
+	extraService string
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func install(t *testing.T, file string, edit func(string) string) *unit {
+	t.Helper()
+	sd := sdtest.Boot(t)
+	u := &unit{t: t, sd: sd, name: sd.UnitName("hitless-http"), addr: freeAddr(t)}
+	share := sd.SharePath()
+	u.bin, u.cli = filepath.Join(share, "hitless-http"), filepath.Join(share, "hitless")
+	u.copy(filepath.Join(binDir, "hitless-http"), u.bin)
+	u.copy(filepath.Join(binDir, "hitless"), u.cli)
+	u.runtimeDir = "/run/" + u.name
+	text := u.render(file)
+	if edit != nil {
+		text = edit(text)
+	}
+	sd.WriteUnit(u.name+".service", text)
+	return u
+}
+
+// render adapts a unit file of this directory to this test's paths.
+func (u *unit) render(file string) string {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		u.t.Fatal(err)
+	}
+	base := strings.TrimSuffix(strings.TrimSuffix(file, ".service"), ".socket")
+	r := strings.NewReplacer(
+		"/usr/local/bin/hitless-http", u.bin,
+		"/usr/local/bin/hitless", u.cli,
+		"127.0.0.1:8080", u.addr,
+		"/run/"+base+"/", u.runtimeDir+"/",
+		"RuntimeDirectory="+base, "RuntimeDirectory="+u.name,
+		base+".socket", u.name+".socket",
+		base+".service", u.name+".service",
+	)
+	return r.Replace(string(b))
+}
+
+func (u *unit) copy(from, to string) {
+	u.t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		u.t.Fatal(err)
+	}
+	tmp := to + ".new"
+	if err := os.WriteFile(tmp, b, 0o755); err != nil {
+		u.t.Fatal(err)
+	}
+	// A running binary cannot be written in place: replace it.
+	if err := os.Rename(tmp, to); err != nil {
+		u.t.Fatal(err)
+	}
+}
+
+func (u *unit) ctl(args ...string) (string, error) {
+	out, err := u.sd.Ctl(args...)
+	u.t.Logf("systemctl %s: %v %s", strings.Join(args, " "), err, strings.TrimSpace(out))
+	return out, err
+}
+
+func (u *unit) mustCtl(args ...string) {
+	u.t.Helper()
+	if _, err := u.ctl(args...); err != nil {
+		u.t.Fatalf("systemctl %s: %v\n%s", strings.Join(args, " "), err, u.sd.Journal(u.name+".service"))
+	}
+}
+
+func (u *unit) prop(p string) string { return u.sd.Show(u.name+".service", p) }
+
+func (u *unit) mainPID() int { return u.sd.MainPID(u.name + ".service") }
+
+// servingPID asks the service which process answered.
+func (u *unit) servingPID() int {
+	u.t.Helper()
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get("http://" + u.addr + "/")
+	if err != nil {
+		u.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body)
+	pid, _ := strconv.Atoi(resp.Header.Get("X-Pid"))
+	return pid
+}
+
+// load runs traffic of the given kinds until stop is called, which
+// returns the results.
+func load(t *testing.T, addr string, kinds ...loadgen.Config) (stop func() []loadgen.Result) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	var wg sync.WaitGroup
+	results := make([]loadgen.Result, len(kinds))
+	for i, cfg := range kinds {
+		cfg.Network, cfg.Addr = "tcp", addr
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := loadgen.Run(ctx, cfg)
+			if err != nil {
+				t.Error(err)
+			}
+			results[i] = r
+		}()
+	}
+	return func() []loadgen.Result {
+		cancel()
+		wg.Wait()
+		for _, r := range results {
+			t.Log(r.String())
+		}
+		return results
+	}
+}
+
+var (
+	keepAlive = loadgen.Config{Kind: loadgen.KeepAlive, Workers: 4, Pace: time.Millisecond}
+	newConn   = loadgen.Config{Kind: loadgen.NewConn, Workers: 2, Pace: 2 * time.Millisecond}
+	slow      = loadgen.Config{Kind: loadgen.Slow, Workers: 4, Sleep: time.Second}
+)
+
+func noFailures(t *testing.T, rs []loadgen.Result) {
+	t.Helper()
+	for _, r := range rs {
+		if r.Requests == 0 {
+			t.Errorf("%s: no traffic", r.Kind)
+		}
+		if r.Failed() != 0 {
+			t.Errorf("%s: %d requests failed: %v", r.Kind, r.Failed(), r.Errors)
+		}
+	}
+}
+
+func TestReloadAndStopUnderLoad(t *testing.T) {
+	u := install(t, "hitless-http.service", nil)
+	u.mustCtl("start", u.name+".service")
+	stop := load(t, u.addr, keepAlive, newConn, slow)
+	time.Sleep(300 * time.Millisecond)
+	prev := u.mainPID()
+	for i := range 10 {
+		begin := time.Now()
+		u.mustCtl("reload", u.name+".service")
+		main, serving := u.mainPID(), u.servingPID()
+		t.Logf("reload %d: %v, MainPID %d -> %d", i+1, time.Since(begin).Round(time.Millisecond), prev, main)
+		if main == prev || main != serving {
+			t.Fatalf("reload %d: MainPID %d (was %d), answering pid %d: MainPID is not the new generation", i+1, main, prev, serving)
+		}
+		if st := u.prop("ActiveState"); st != "active" {
+			t.Fatalf("reload %d: unit %s", i+1, st)
+		}
+		prev = main
+	}
+	time.Sleep(200 * time.Millisecond)
+	noFailures(t, stop())
+
+	// Stop after those upgrades, with slow requests in flight: they
+	// finish, and the unit ends inactive, not failed (systemd 252 would
+	// SIGKILL the new main process without ExecStop=).
+	inflight := make(chan error, 3)
+	for range 3 {
+		go func() {
+			c := &http.Client{Timeout: 30 * time.Second}
+			resp, err := c.Get("http://" + u.addr + "/?sleep=2s")
+			if err == nil {
+				_, err = io.Copy(io.Discard, resp.Body)
+				if err == nil && resp.StatusCode != 200 {
+					err = fmt.Errorf("status %d", resp.StatusCode)
+				}
+				resp.Body.Close()
+			}
+			inflight <- err
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	u.mustCtl("stop", u.name+".service")
+	for range 3 {
+		if err := <-inflight; err != nil {
+			t.Errorf("request in flight at stop: %v", err)
+		}
+	}
+	if st, res := u.prop("ActiveState"), u.prop("Result"); st != "inactive" || res != "success" {
+		t.Fatalf("after stop: %s, result %s\n%s", st, res, u.sd.Journal(u.name+".service"))
+	}
+}
+
+func TestFailedReloadKeepsTheUnitActive(t *testing.T) {
+	u := install(t, "hitless-http.service", func(s string) string {
+		return strings.Replace(s, "-upgrade-timeout 30s", "-upgrade-timeout 2s", 1)
+	})
+	u.mustCtl("start", u.name+".service")
+	main := u.mainPID()
+	stop := load(t, u.addr, keepAlive, newConn)
+	time.Sleep(200 * time.Millisecond)
+	os.WriteFile(u.bin+".new", []byte("#!/bin/sh\n[ \"$1\" = -check ] && exit 0\necho 'cannot open the database' >&2\nexit 3\n"), 0o755)
+	os.Rename(u.bin+".new", u.bin)
+	out, err := u.ctl("reload", u.name+".service")
+	if err == nil {
+		t.Fatalf("systemctl reload succeeded with a binary that exits 3: %s", out)
+	}
+	time.Sleep(200 * time.Millisecond)
+	noFailures(t, stop())
+	if st := u.prop("ActiveState"); st != "active" {
+		t.Fatalf("unit %s after a failed reload", st)
+	}
+	if got := u.mainPID(); got != main {
+		t.Fatalf("MainPID %d, want the old generation %d", got, main)
+	}
+	if s := u.prop("StatusText"); !strings.Contains(s, "upgrade failed") || !strings.Contains(s, "exited with status 3") {
+		t.Fatalf("StatusText %q does not say why", s)
+	}
+	if j := u.sd.Journal(u.name + ".service"); !strings.Contains(j, "cannot open the database") {
+		t.Errorf("the new binary's output is not in the journal:\n%s", j)
+	}
+}
