@@ -283,3 +283,106 @@ func TestFailedReloadKeepsTheUnitActive(t *testing.T) {
 		t.Errorf("the new binary's output is not in the journal:\n%s", j)
 	}
 }
+
+// TestRestartAndCrashLoseNoConnection: with the listening socket in
+// systemd's fd store, `systemctl restart` fails nothing, and a SIGKILL of the
+// main process refuses no connection: what arrives while no process runs
+// waits in the kernel for the next one.
+func TestRestartAndCrashLoseNoConnection(t *testing.T) {
+	u := install(t, "hitless-http.service", nil)
+	u.mustCtl("start", u.name+".service")
+	u.mustCtl("reload", u.name+".service") // the stored socket outlives generations too
+
+	stop := load(t, u.addr, keepAlive, newConn, slow)
+	time.Sleep(300 * time.Millisecond)
+	before := u.mainPID()
+	u.mustCtl("restart", u.name+".service")
+	if after := u.mainPID(); after == before || u.prop("ActiveState") != "active" {
+		t.Fatalf("restart: MainPID %d -> %d, %s", before, after, u.prop("ActiveState"))
+	}
+	time.Sleep(300 * time.Millisecond)
+	noFailures(t, stop())
+
+	// A crash: only new connections are counted, and none may be refused;
+	// requests on connections the killed process had accepted die with it.
+	stop = load(t, u.addr, newConn)
+	time.Sleep(300 * time.Millisecond)
+	killed := u.mainPID()
+	if out, err := u.sd.Exec("kill", "-9", strconv.Itoa(killed)); err != nil {
+		t.Fatalf("kill: %v %s", err, out)
+	}
+	if err := waitFor(15*time.Second, func() bool {
+		pid := u.mainPID()
+		return pid != 0 && pid != killed && u.prop("ActiveState") == "active"
+	}); err != nil {
+		t.Fatalf("not restarted after the crash: %v\n%s", err, u.sd.Journal(u.name+".service"))
+	}
+	time.Sleep(300 * time.Millisecond)
+	rs := stop()
+	if r := rs[0]; r.Failures[loadgen.Refused] != 0 || r.OK == 0 {
+		t.Fatalf("across the crash: %s", r.String())
+	}
+	if n := u.prop("NRestarts"); n != "1" {
+		t.Errorf("NRestarts = %s, want 1", n)
+	}
+}
+
+// TestWatchdogAcrossUpgrades: with WatchdogSec= small, many upgrades in a
+// row never let the watchdog fire: each generation pings while it is the
+// main process.
+func TestWatchdogAcrossUpgrades(t *testing.T) {
+	u := install(t, "hitless-http.service", func(s string) string {
+		return strings.Replace(s, "WatchdogSec=10s", "WatchdogSec=1s", 1)
+	})
+	u.mustCtl("start", u.name+".service")
+	first := u.mainPID()
+	for range 15 {
+		u.mustCtl("reload", u.name+".service")
+		time.Sleep(300 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second) // more than WatchdogSec on the last generation
+	if st, n := u.prop("ActiveState"), u.prop("NRestarts"); st != "active" || n != "0" {
+		t.Fatalf("after 15 upgrades: %s, NRestarts %s\n%s", st, n, u.sd.Journal(u.name+".service"))
+	}
+	if j := u.sd.Journal(u.name + ".service"); strings.Contains(j, "Watchdog timeout") {
+		t.Fatalf("the watchdog fired:\n%s", j)
+	}
+	if u.mainPID() == first {
+		t.Fatal("no upgrade happened")
+	}
+}
+
+// TestSocketActivatedUnit: the service takes its socket from systemd by
+// name, upgrades and restarts with zero failures.
+func TestSocketActivatedUnit(t *testing.T) {
+	u := install(t, "hitless-http-activated.service", nil)
+	u.sd.WriteUnit(u.name+".socket", u.render("hitless-http-activated.socket"))
+	u.mustCtl("start", u.name+".socket")
+	// The first connection starts the service.
+	stop := load(t, u.addr, keepAlive, newConn)
+	if err := waitFor(15*time.Second, func() bool { return u.prop("ActiveState") == "active" }); err != nil {
+		t.Fatalf("service not activated: %v", err)
+	}
+	for range 3 {
+		u.mustCtl("reload", u.name+".service")
+	}
+	u.mustCtl("restart", u.name+".service")
+	u.mustCtl("reload", u.name+".service")
+	time.Sleep(300 * time.Millisecond)
+	noFailures(t, stop())
+	if j := u.sd.Journal(u.name + ".service"); strings.Contains(j, "address already in use") {
+		t.Fatalf("the service bound its own socket instead of taking systemd's:\n%s", j)
+	}
+	u.mustCtl("stop", u.name+".service", u.name+".socket")
+}
+
+func waitFor(d time.Duration, ok func() bool) error {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if ok() {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("not within %v", d)
+}
