@@ -25,8 +25,14 @@ const pollInterval = 10 * time.Millisecond
 
 // HTTP serves an *http.Server so that it can be drained without failing a
 // request. Serve through it (not through Server.Serve directly): it wraps
-// Server.Handler and Server.ConnState, the first time it serves, to track
-// connections and to mark responses during the drain.
+// Server.Handler, Server.ConnState and Server.BaseContext, the first time
+// it serves, to track connections, to mark responses during the drain and
+// to let handlers find [WrapUp].
+//
+// It drains HTTP/1.x (lame duck), HTTP/2 over TLS and h2c (GOAWAY; enable
+// h2c with Server.Protocols before serving), and connections handlers
+// hijack through the ResponseWriter (WebSocket, CONNECT): those stay
+// tracked until the handler closes them, and are closed at the deadline.
 //
 // An HTTP may not be reused after Drain.
 type HTTP struct {
@@ -67,7 +73,7 @@ type connInfo struct {
 	// state hooks come from the HTTP/2 server, and it must never be
 	// closed while idle: it gets a GOAWAY instead (see Drain).
 	h2 bool
-	// checked says whether a TLS connection's protocol has been looked at.
+	// checked says whether the connection's protocol has been looked at.
 	checked bool
 }
 

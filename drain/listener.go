@@ -2,8 +2,10 @@ package drain
 
 import (
 	"context"
+	"errors"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -222,3 +224,12 @@ func (c *trackedConn) CloseWrite() error {
 
 // NetConn returns the underlying connection, like tls.Conn.NetConn.
 func (c *trackedConn) NetConn() net.Conn { return c.Conn }
+
+// SyscallConn gives access to the socket (for options), if the underlying
+// connection does.
+func (c *trackedConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.ErrUnsupported
+}

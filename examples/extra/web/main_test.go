@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -460,5 +461,69 @@ func TestUpgradesUnderLoad(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("server log:\n%s", b)
+	}
+}
+
+// TestWebSocketPastDeadlineIsCut holds a WebSocket whose client never
+// answers the close frame, and checks that the drain cuts it at the
+// deadline (not at coder/websocket's own 5 s close-handshake timeout) and
+// reports it.
+func TestWebSocketPastDeadlineIsCut(t *testing.T) {
+	dir := t.TempDir()
+	addr, err := harness.FreeTCPAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(filepath.Join(dir, "server.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	pidFile := filepath.Join(dir, "web.pid")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := harness.Start(ctx, harness.Config{
+		Binary:  serverBin,
+		Args:    []string{"-addr", addr, "-pidfile", pidFile, "-drain-timeout", "700ms"},
+		PIDFile: pidFile,
+		Log:     logf,
+		Env:     []string{"GORACE=atexit_sleep_ms=0"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c, _, err := websocket.Dial(ctx, "ws://"+addr+"/ws", &websocket.DialOptions{
+		HTTPClient: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if _, hello, err := c.Read(ctx); err != nil || !strings.HasPrefix(string(hello), "HELLO ") {
+		t.Fatalf("hello %q, %v", hello, err)
+	}
+	// From now on the client reads nothing: the close frame goes unanswered.
+	pid := s.PID()
+	begin := time.Now()
+	if err := s.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.WaitExit(ctx, pid)
+	took := time.Since(begin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("server exited %v after SIGTERM (deadline 700ms), status %d", took.Round(time.Millisecond), st.ExitStatus())
+	if took < 650*time.Millisecond || took > 1500*time.Millisecond {
+		t.Errorf("exited %v after SIGTERM, want right after the 700ms deadline", took)
+	}
+	b, _ := os.ReadFile(logf.Name())
+	if !strings.Contains(string(b), "drain web: 1 connection(s) cut at the deadline") ||
+		!strings.Contains(string(b), "report.cut=1") {
+		t.Errorf("log does not report the cut:\n%s", b)
+	}
+	if st.ExitStatus() != 1 {
+		t.Errorf("exit status %d, want 1 when a connection was cut", st.ExitStatus())
 	}
 }
