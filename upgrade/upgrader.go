@@ -8,13 +8,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/cloudflare/tableflip"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/hitlessgo/hitless/drain"
 	"github.com/hitlessgo/hitless/listener"
@@ -497,33 +497,27 @@ func (u *Upgrader) Run(ctx context.Context, servers ...drain.Drainer) error {
 	if upgraded {
 		// The new generation is the main process and pings now.
 		u.stopWatchdog()
-	} else {
-		defer u.stopWatchdog()
-	}
-	if stopping {
-		// Let the drain run even where TimeoutStopSec is shorter.
-		if _, err := readiness.Notify(readiness.ExtendTimeout(u.opts.DrainTimeout + 5*time.Second)); err != nil {
-			u.log.Warn("telling systemd", "err", err)
-		}
-	}
-	if upgraded {
 		u.setState(StateDraining)
 		// A newer generation may ask us to cut the drain short.
 		defer listenHurry(u.opts.HurrySignal, cancel, u.log)()
+	} else {
+		defer u.stopWatchdog()
 	}
-	reports := make([]drain.Report, len(servers))
-	errs := make([]error, len(servers))
-	var g errgroup.Group
-	for i, s := range servers {
-		g.Go(func() error {
-			reports[i], errs[i] = s.Drain(dctx)
-			return nil
-		})
+	g := drain.Group{Name: "generation " + strconv.Itoa(u.generation)}
+	if stopping {
+		// Keep systemd's stop timeout ahead of the drain, however long
+		// TimeoutStopSec is.
+		g.Heartbeat = func(next time.Duration) {
+			if _, err := readiness.Notify(readiness.ExtendTimeout(next)); err != nil {
+				u.log.Warn("telling systemd", "err", err)
+			}
+		}
 	}
-	g.Wait()
-	for i, r := range reports {
+	g.Add(servers...)
+	report, drainErr := g.Drain(dctx)
+	for _, r := range report.Servers {
 		level := slog.LevelInfo
-		if errs[i] != nil {
+		if r.Cut > 0 {
 			level = slog.LevelWarn
 		}
 		u.log.Log(context.Background(), level, "drained", "server", r.Name, "open", r.Open,
@@ -540,8 +534,8 @@ func (u *Upgrader) Run(ctx context.Context, servers ...drain.Drainer) error {
 	if readyErr != nil {
 		return readyErr
 	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("upgrade: %w", err)
+	if drainErr != nil {
+		return fmt.Errorf("upgrade: %w", drainErr)
 	}
 	return nil
 }
