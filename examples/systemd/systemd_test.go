@@ -54,13 +54,11 @@ func (b buildFirst) Run() int {
 // unit is one instance of a unit file of this directory, installed in the
 // real systemd with its own name, port, binaries and runtime directory.
 type unit struct {
-	t            *testing.T
-	sd           *sdtest.Systemd
-	name, addr   string
-	bin, cli     string // the service's binary (replaceable) and hitless
-	runtimeDir   string
-	socketUnit   string
-	extraService string
+	t          *testing.T
+	sd         *sdtest.Systemd
+	name, addr string
+	bin, cli   string // the service's binary (replaceable) and hitless
+	runtimeDir string
 }
 
 func freeAddr(t *testing.T) string {
