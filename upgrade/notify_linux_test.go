@@ -3,6 +3,7 @@ package upgrade
 import (
 	"context"
 	"net"
+	"net/http"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -108,6 +109,15 @@ func TestSystemdIsToldTheTruth(t *testing.T) {
 		time.Sleep(2 * watchdog)
 	}
 	last := pids[len(pids)-1]
+	// WATCHDOG_PID names the serving generation, not the first one.
+	resp, err := http.Get("http://" + ts.addr + "/?env=WATCHDOG_PID")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got, want := resp.Header.Get("X-Env"), strconv.Quote(strconv.Itoa(last)); got != want {
+		t.Errorf("WATCHDOG_PID in generation %d is %s, want %s", last, got, want)
+	}
 	if _, err := ts.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +142,7 @@ func TestSystemdIsToldTheTruth(t *testing.T) {
 	}
 	for i := 1; i < len(pids); i++ {
 		old, new := pids[i-1], pids[i]
-		if !has(old, "RELOADING=1", "MONOTONIC_USEC=") {
+		if !has(old, "RELOADING=1", "MONOTONIC_USEC=", "STATUS=upgrading to generation "+strconv.Itoa(i+1)) {
 			t.Errorf("generation %d did not announce the reload", i)
 		}
 		if !has(new, "MAINPID="+strconv.Itoa(new), "READY=1", "STATUS=serving, generation "+strconv.Itoa(i+1)) {
@@ -142,7 +152,7 @@ func TestSystemdIsToldTheTruth(t *testing.T) {
 			t.Errorf("generation %d did not hand the main PID to %d with a barrier", i, new)
 		}
 	}
-	if !has(last, "STOPPING=1") || !has(last, "EXTEND_TIMEOUT_USEC=") {
+	if !has(last, "STOPPING=1") || !has(last, "EXTEND_TIMEOUT_USEC=", "STATUS=stopping: draining, ") {
 		t.Error("the last generation did not announce its stop")
 	}
 	// Watchdog: pings from the generation that is main at that moment,

@@ -282,7 +282,8 @@ func (u *Upgrader) attempt() {
 	u.running <- struct{}{}
 	start := time.Now()
 	u.log.Info("upgrading")
-	if _, err := readiness.Notify(readiness.Reloading, monotonicUsec(), readiness.Status("upgrading")); err != nil {
+	if _, err := readiness.Notify(readiness.Reloading, monotonicUsec(),
+		readiness.Status(fmt.Sprintf("upgrading to generation %d (pid %d serving)", u.generation+1, os.Getpid()))); err != nil {
 		u.log.Warn("telling systemd", "err", err)
 	}
 	if err := u.preflight(); err != nil {

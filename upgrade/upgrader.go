@@ -226,6 +226,12 @@ func New(opts Options) (*Upgrader, error) {
 		return nil, fmt.Errorf("upgrade: sockets from systemd: %w", err)
 	}
 	u.listeners.Systemd = activated
+	if _, ok := readiness.WatchdogInterval(); ok {
+		// WATCHDOG_PID names the first generation; make it name this
+		// one, for code that checks it (sd_watchdog_enabled), while
+		// processes this one starts still see a PID that is not theirs.
+		os.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
+	}
 	if tf.HasParent() {
 		u.hurry = newHurrier(os.Getppid(), opts.HurrySignal)
 	}
@@ -507,8 +513,11 @@ func (u *Upgrader) Run(ctx context.Context, servers ...drain.Drainer) error {
 	if stopping {
 		// Keep systemd's stop timeout ahead of the drain, however long
 		// TimeoutStopSec is.
+		deadline, _ := dctx.Deadline()
 		g.Heartbeat = func(next time.Duration) {
-			if _, err := readiness.Notify(readiness.ExtendTimeout(next)); err != nil {
+			left := time.Until(deadline).Round(time.Second)
+			if _, err := readiness.Notify(readiness.ExtendTimeout(next),
+				readiness.Status(fmt.Sprintf("stopping: draining, %v left", left))); err != nil {
 				u.log.Warn("telling systemd", "err", err)
 			}
 		}
