@@ -1,0 +1,27 @@
+package listener_test
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/hitlessgo/hitless/listener"
+)
+
+// A Set without a Handoff binds every listener anew; upgrade.Upgrader gives
+// it one, so that the next generation inherits the same sockets by name.
+func ExampleSet() {
+	var set listener.Set
+	ln, err := set.Listen(context.Background(), "http", "tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer set.Close()
+	fmt.Println(set.Source("http"), ln.Addr().Network())
+
+	_, err = set.Listen(context.Background(), "admin", "tcp", "nonsense")
+	fmt.Println(err)
+	// Output:
+	// bound tcp
+	// listener "admin" (tcp nonsense): address nonsense: missing port in address
+}
