@@ -22,7 +22,7 @@ var (
 )
 
 // exampleBinary builds examples/http (the hitless server) once.
-func exampleBinary(t *testing.T) string {
+func exampleBinary(t testing.TB) string {
 	t.Helper()
 	exampleOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -176,4 +176,50 @@ func failures(r loadgen.Result) string {
 		}
 	}
 	return strings.Join(parts, ", ")
+}
+
+// BenchmarkHandshake measures one upgrade of an idle server, from SIGHUP to
+// the new generation ready (ready-ms) and to the old one gone (gone-ms),
+// for the tableflip README server and for hitless with its pre-flight check
+// off (so that both exec the same way), side by side:
+//
+//	go test -run '^$' -bench Handshake -benchtime 50x ./internal/harness/
+//
+// The difference is what the library adds to an upgrade.
+func BenchmarkHandshake(b *testing.B) {
+	for _, s := range []struct{ name, bin string }{
+		{"tableflip-readme", baselineBinary(b)},
+		{"hitless", exampleBinary(b)},
+	} {
+		b.Run(s.name, func(b *testing.B) {
+			addr, err := FreeTCPAddr()
+			if err != nil {
+				b.Fatal(err)
+			}
+			pidFile := filepath.Join(b.TempDir(), "pid")
+			args := []string{"-addr", addr, "-pidfile", pidFile}
+			if s.name == "hitless" {
+				args = append(args, "-preflight=false")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			srv, err := Start(ctx, Config{Binary: s.bin, Args: args, PIDFile: pidFile, Log: logFile(b)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer srv.Close()
+			var ready, gone time.Duration
+			b.ResetTimer()
+			for range b.N {
+				u, err := srv.Upgrade(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				ready += u.Ready.Sub(u.Signalled)
+				gone += u.OldExited.Sub(u.Signalled)
+			}
+			b.ReportMetric(float64(ready.Microseconds())/1000/float64(b.N), "ready-ms")
+			b.ReportMetric(float64(gone.Microseconds())/1000/float64(b.N), "gone-ms")
+		})
+	}
 }

@@ -48,7 +48,7 @@ var (
 )
 
 // baselineBinary builds internal/baseline once for all tests.
-func baselineBinary(t *testing.T) string {
+func baselineBinary(t testing.TB) string {
 	t.Helper()
 	baselineOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -64,7 +64,7 @@ func baselineBinary(t *testing.T) string {
 
 // logFile creates the servers' log in t's temp dir and prints it if t
 // fails.
-func logFile(t *testing.T) *os.File {
+func logFile(t testing.TB) *os.File {
 	t.Helper()
 	f, err := os.Create(filepath.Join(t.TempDir(), "server.log"))
 	if err != nil {
