@@ -215,4 +215,3 @@ func render(rows []row, upgrades int) string {
 	}
 	return b.String()
 }
-
