@@ -442,10 +442,11 @@ func getStats(t *testing.T, addr string) stats {
 	return st
 }
 
-// TestNothingAccumulatesAcrossGenerations upgrades many times and checks
-// that every generation starts with the same descriptors and goroutines:
-// nothing handed down (pipes, sockets, stderr, environment) piles up. The
-// CI runs 30 upgrades; a soak runs more on demand:
+// TestNothingAccumulatesAcrossGenerations upgrades many times under
+// keep-alive load and checks that nothing handed down (pipes, sockets,
+// stderr, environment) piles up: the descriptors, goroutines and RSS of the
+// last generations are no higher than those of the first, and no request
+// fails. The CI runs 30 upgrades; a soak runs more on demand:
 //
 //	HITLESS_SOAK=500 go test -run TestNothingAccumulates -v -timeout 1h ./examples/http/
 func TestNothingAccumulatesAcrossGenerations(t *testing.T) {
@@ -456,6 +457,16 @@ func TestNothingAccumulatesAcrossGenerations(t *testing.T) {
 	s := start(t, "-control", filepath.Join(t.TempDir(), "control.sock"))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(n)*5*time.Second+time.Minute)
 	defer cancel()
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	defer stopLoad()
+	loaded := make(chan loadgen.Result, 1)
+	go func() {
+		r, err := loadgen.Run(loadCtx, loadgen.Config{Kind: loadgen.KeepAlive, Network: "tcp", Addr: s.addr, Workers: 4, Pace: time.Millisecond})
+		if err != nil {
+			t.Error(err)
+		}
+		loaded <- r
+	}()
 	var all []stats
 	for i := range n {
 		if _, err := s.Upgrade(ctx); err != nil {
@@ -464,17 +475,27 @@ func TestNothingAccumulatesAcrossGenerations(t *testing.T) {
 		time.Sleep(50 * time.Millisecond) // let start-up goroutines settle
 		all = append(all, getStats(t, s.addr))
 	}
-	first, last := all[0], all[len(all)-1]
-	t.Logf("after upgrade 1: %+v; after upgrade %d: %+v", first, n, last)
-	for i, st := range all {
-		if st.FDs != first.FDs {
-			t.Errorf("generation after upgrade %d has %d descriptors, the first upgraded one %d", i+1, st.FDs, first.FDs)
-		}
-		if st.Goroutines > first.Goroutines+2 {
-			t.Errorf("generation after upgrade %d has %d goroutines, the first upgraded one %d", i+1, st.Goroutines, first.Goroutines)
-		}
+	stopLoad()
+	res := <-loaded
+	t.Log(res.String())
+	if res.Failed() != 0 {
+		t.Errorf("%d requests failed: %v", res.Failed(), res.Errors)
 	}
-	if last.RSSKiB > first.RSSKiB*3/2 {
-		t.Errorf("RSS grew from %d KiB to %d KiB", first.RSSKiB, last.RSSKiB)
+	// Under load the counts move with the connections open at the moment;
+	// what must not happen is a rise from the first generations to the
+	// last ones.
+	k := max(len(all)/5, 1)
+	peak := func(sts []stats) (fds, gor, rss int) {
+		for _, st := range sts {
+			fds, gor, rss = max(fds, st.FDs), max(gor, st.Goroutines), max(rss, st.RSSKiB)
+		}
+		return
+	}
+	f1, g1, r1 := peak(all[:k])
+	f2, g2, r2 := peak(all[len(all)-k:])
+	t.Logf("peaks over the first %d generations: %d fds, %d goroutines, %d KiB RSS; over the last %d: %d fds, %d goroutines, %d KiB RSS",
+		k, f1, g1, r1, k, f2, g2, r2)
+	if f2 > f1 || g2 > g1+2 || r2 > r1*5/4 {
+		t.Errorf("resources grew across %d generations", n)
 	}
 }
