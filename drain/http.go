@@ -80,32 +80,22 @@ type connInfo struct {
 // Serve accepts connections on ln and serves them with Server, like
 // http.Server.Serve. It returns http.ErrServerClosed once Drain has begun.
 func (h *HTTP) Serve(ln net.Listener) error {
-	h.init()
-	h.mu.Lock()
-	if h.draining.Load() {
-		h.mu.Unlock()
-		ln.Close()
-		return http.ErrServerClosed
-	}
-	h.listeners[ln] = struct{}{}
-	h.serving.Add(1)
-	h.mu.Unlock()
-	defer h.serving.Done()
 	if p := h.Server.Protocols; p != nil && p.UnencryptedHTTP2() {
 		// Only then can a cleartext connection be HTTP/2 (h2c); the
 		// state hooks do not say, its first bytes do.
 		ln = sniffListener{ln}
 	}
-	err := h.Server.Serve(ln)
-	if h.draining.Load() {
-		// Drain closed the listener to stop accepting; that is a clean end.
-		return http.ErrServerClosed
-	}
-	return err
+	return h.serve(ln, h.Server.Serve)
 }
 
 // ServeTLS is Serve for TLS connections; see http.Server.ServeTLS.
 func (h *HTTP) ServeTLS(ln net.Listener, certFile, keyFile string) error {
+	return h.serve(ln, func(ln net.Listener) error { return h.Server.ServeTLS(ln, certFile, keyFile) })
+}
+
+// serve registers ln, so that Drain closes it and waits for its accept
+// loop, and runs serve on it.
+func (h *HTTP) serve(ln net.Listener, serve func(net.Listener) error) error {
 	h.init()
 	h.mu.Lock()
 	if h.draining.Load() {
@@ -117,8 +107,9 @@ func (h *HTTP) ServeTLS(ln net.Listener, certFile, keyFile string) error {
 	h.serving.Add(1)
 	h.mu.Unlock()
 	defer h.serving.Done()
-	err := h.Server.ServeTLS(ln, certFile, keyFile)
+	err := serve(ln)
 	if h.draining.Load() {
+		// Drain closed the listener to stop accepting; that is a clean end.
 		return http.ErrServerClosed
 	}
 	return err

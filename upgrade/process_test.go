@@ -191,6 +191,7 @@ type testServer struct {
 	dir, bin          string
 	modeFile, results string
 	network, addr     string
+	log               string
 	seen              int
 }
 
@@ -208,34 +209,17 @@ func startTestServer(t *testing.T, network string, env ...string) *testServer {
 	} else {
 		ts.addr = freeAddr(t)
 	}
-	logf, err := os.Create(filepath.Join(dir, "server.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		logf.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			t.Logf("server log:\n%s", b)
-		}
-	})
 	pidFile := filepath.Join(dir, "server.pid")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s, err := harness.Start(ctx, harness.Config{
+	s, log := harness.StartT(t, harness.Config{
 		Binary:  ts.bin,
 		Args:    []string{"-test.run=^$"},
 		PIDFile: pidFile,
-		Log:     logf,
 		Env: append([]string{
 			envRole + "=server", envMode + "=" + ts.modeFile, envResults + "=" + ts.results,
 			envNetwork + "=" + network, envAddr + "=" + ts.addr, envPIDFile + "=" + pidFile,
-			envUpgradeT + "=1s", "GORACE=atexit_sleep_ms=0"}, env...),
+			envUpgradeT + "=1s"}, env...),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	ts.log = log
 	ts.Server = s
 	return ts
 }
@@ -467,7 +451,7 @@ func TestUnixSocketHandedOverAndRemovedAtStop(t *testing.T) {
 	}
 	// The last generation logged after its predecessors had exited: its
 	// stderr is the service's, not a pipe to a dead parent.
-	log, _ := os.ReadFile(filepath.Join(ts.dir, "server.log"))
+	log, _ := os.ReadFile(ts.log)
 	if want := fmt.Sprintf("msg=\"stopping; draining\" pid=%d", last); !strings.Contains(string(log), want) {
 		t.Fatalf("log lacks %q from the last generation:\n%s", want, log)
 	}

@@ -85,32 +85,13 @@ func startService(t *testing.T, args ...string) *service {
 	}
 	s.addr = ln.Addr().String()
 	ln.Close()
-	logf, err := os.Create(filepath.Join(dir, "server.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.log = logf.Name()
-	t.Cleanup(func() {
-		logf.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(s.log)
-			t.Logf("server log:\n%s", b)
-		}
-	})
 	pidFile := filepath.Join(dir, "http.pid")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	hs, err := harness.Start(ctx, harness.Config{
+	hs, log := harness.StartT(t, harness.Config{
 		Binary:  s.bin,
 		Args:    append([]string{"-addr", s.addr, "-pidfile", pidFile, "-control", s.socket}, args...),
 		PIDFile: pidFile,
-		Log:     logf,
-		Env:     []string{"GORACE=atexit_sleep_ms=0"},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { hs.Close() })
+	s.log = log
 	s.Server = hs
 	return s
 }

@@ -82,36 +82,14 @@ func start(t *testing.T, args ...string) *server {
 // startBinary starts bin, which upgrades to whatever is at that path.
 func startBinary(t *testing.T, bin string, args ...string) *server {
 	t.Helper()
-	dir := t.TempDir()
 	addr := freeAddr(t)
-	logf, err := os.Create(filepath.Join(dir, "server.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		logf.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			t.Logf("server log:\n%s", b)
-		}
-	})
-	pidFile := filepath.Join(dir, "http.pid")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s, err := harness.Start(ctx, harness.Config{
+	pidFile := filepath.Join(t.TempDir(), "http.pid")
+	s, log := harness.StartT(t, harness.Config{
 		Binary:  bin,
 		Args:    append([]string{"-addr", addr, "-pidfile", pidFile}, args...),
 		PIDFile: pidFile,
-		Log:     logf,
-		// A -race binary sleeps 1 s at exit by default; old generations
-		// need not.
-		Env: []string{"GORACE=atexit_sleep_ms=0"},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return &server{Server: s, addr: addr, log: logf.Name()}
+	return &server{Server: s, addr: addr, log: log}
 }
 
 // upgradesUnderLoad upgrades the server n times while cfg's load runs and
