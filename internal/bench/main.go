@@ -1,3 +1,5 @@
+//go:build unix
+
 // Command bench is the load-under-upgrade benchmark: for each kind of
 // traffic it upgrades a server several times under load and reports what
 // the clients saw — requests, failures by class, latency overall and within
