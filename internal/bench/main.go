@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -54,6 +55,7 @@ type row struct {
 func run() error {
 	upgrades := flag.Int("upgrades", 10, "upgrades per kind and server")
 	out := flag.String("out", "", "also write the table, as Markdown, to this file")
+	extra := flag.Bool("extra", true, "also run the WebSocket, HTTP/2 and gRPC upgrade tests of the examples/extra module and print their summary")
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
@@ -93,6 +95,14 @@ func run() error {
 		}
 	}
 	table := render(rows, *upgrades)
+	if *extra {
+		fmt.Fprintln(os.Stderr, "WebSocket, HTTP/2, gRPC (examples/extra) ...")
+		summary, err := runExtra(ctx)
+		if err != nil {
+			return err
+		}
+		table += summary
+	}
 	fmt.Print(table)
 	if *out != "" {
 		return os.WriteFile(*out, []byte(table), 0o644)
@@ -165,6 +175,34 @@ func measure(ctx context.Context, dir string, s server, k kind, upgrades int) (r
 		}
 	}
 	return r, nil
+}
+
+// runExtra runs the upgrade-under-load tests of the examples/extra module
+// (its own module, so that gRPC and WebSocket stay out of this one) and
+// returns their summary lines.
+func runExtra(ctx context.Context) (string, error) {
+	root, err := harness.ModuleRoot()
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.CommandContext(ctx, "go", "test", "-count=1", "-v", "-run", "TestUpgradesUnderLoad", "./...")
+	cmd.Dir = filepath.Join(root, "examples", "extra")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("examples/extra: %v\n%s", err, out)
+	}
+	var b strings.Builder
+	b.WriteString("\nWebSocket, HTTP/2 and gRPC, 20 upgrades each (examples/extra; failures counted, latency not yet recorded):\n\n")
+	for _, line := range strings.Split(string(out), "\n") {
+		line = strings.TrimSpace(line)
+		if i := strings.Index(line, ": "); i > 0 && strings.HasPrefix(line, "main_test.go:") {
+			line = line[i+2:]
+			if strings.Contains(line, "failed") || strings.Contains(line, "upgrades;") || strings.Contains(line, "retries") {
+				b.WriteString("- " + line + "\n")
+			}
+		}
+	}
+	return b.String(), nil
 }
 
 func devNull() *os.File {
