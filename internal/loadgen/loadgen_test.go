@@ -552,3 +552,17 @@ func TestReuseCheck(t *testing.T) {
 		t.Errorf("with ReuseCheck: %v, want 0 failed and 5 closed idle connections", res)
 	}
 }
+
+func TestNearAndRecorder(t *testing.T) {
+	t0 := time.Now()
+	var r Recorder
+	r.Record(t0, time.Millisecond)                       // at the upgrade
+	r.Record(t0.Add(2*time.Second), 100*time.Millisecond) // far from it
+	near := Near(r.samples, []time.Time{t0.Add(100 * time.Millisecond)}, 500*time.Millisecond)
+	if near.Count() != 1 || near.Max() > 2*time.Millisecond {
+		t.Fatalf("near: %d samples, max %v", near.Count(), near.Max())
+	}
+	if s := r.Summary([]time.Time{t0}, 500*time.Millisecond); !strings.Contains(s, "within ±500ms of an upgrade") {
+		t.Fatal(s)
+	}
+}

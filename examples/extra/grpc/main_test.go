@@ -29,6 +29,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/hitlessgo/hitless/internal/harness"
+	"github.com/hitlessgo/hitless/internal/loadgen"
 )
 
 var serverBin string
@@ -79,6 +80,7 @@ type tally struct {
 	ok, failed, wrappedUp int64
 	pids                  map[string]int
 	errs                  []string
+	lat                   loadgen.Recorder // unary calls answered correctly
 }
 
 func (t *tally) fail(format string, args ...any) {
@@ -107,7 +109,9 @@ func unary(ctx context.Context, cc *grpc.ClientConn, id int, t *tally) {
 		rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		out := new(wrapperspb.StringValue)
 		text := fmt.Sprintf("worker %d call %d", id, i)
+		sent := time.Now()
 		err := cc.Invoke(rctx, "/hitless.example.Echo/Echo", wrapperspb.String(text), out)
+		took := time.Since(sent)
 		cancel()
 		pid, rest, _ := strings.Cut(out.GetValue(), ": ")
 		switch {
@@ -116,6 +120,7 @@ func unary(ctx context.Context, cc *grpc.ClientConn, id int, t *tally) {
 		case rest != text:
 			t.fail("unary %d: got %q for %q", id, out.GetValue(), text)
 		default:
+			t.lat.Record(sent, took)
 			t.good(pid, false)
 		}
 	}
@@ -219,6 +224,7 @@ func TestUpgradesUnderLoad(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond)
 	var exits []time.Duration
+	var signalled []time.Time
 	for i := range upgrades {
 		u, err := s.Upgrade(ctx)
 		if err != nil {
@@ -227,6 +233,7 @@ func TestUpgradesUnderLoad(t *testing.T) {
 			t.Fatalf("upgrade %d: %v", i+1, err)
 		}
 		exits = append(exits, u.OldExited.Sub(u.Ready))
+		signalled = append(signalled, u.Signalled)
 		if u.OldReaped && (!u.OldStatus.Exited() || u.OldStatus.ExitStatus() != 0) {
 			t.Errorf("upgrade %d: old generation ended with %v", i+1, u.OldStatus)
 		}
@@ -239,6 +246,7 @@ func TestUpgradesUnderLoad(t *testing.T) {
 	t.Logf("%d upgrades; old generation gone after the new one was ready: median %v, max %v", upgrades,
 		exits[len(exits)/2].Round(time.Millisecond), exits[len(exits)-1].Round(time.Millisecond))
 	t.Logf("unary: %d ok, %d failed, %d generations", un.ok, un.failed, len(un.pids))
+	t.Logf("unary: %s", un.lat.Summary(signalled, 500*time.Millisecond))
 	t.Logf("server streams (30 x 10 ms): %d ok (%d of them ended early and cleanly at a drain), %d failed, %d generations",
 		st.ok, st.wrappedUp, st.failed, len(st.pids))
 	t.Logf("transparent retries by gRPC (RPCs a GOAWAY kept from the old server): %d", retries.n.Load())

@@ -33,6 +33,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/hitlessgo/hitless/internal/harness"
+	"github.com/hitlessgo/hitless/internal/loadgen"
 )
 
 var serverBin string
@@ -88,6 +89,7 @@ type stats struct {
 	samePID int64 // reconnections to the generation that just ended them: must be 0
 	pids    map[int]int
 	errs    []string
+	lat     loadgen.Recorder // round trips answered correctly
 }
 
 func newStats(kind string) *stats { return &stats{kind: kind, pids: make(map[int]int)} }
@@ -183,6 +185,7 @@ func wsClient(ctx context.Context, addr string, id int, pace time.Duration, st *
 				n++
 				msg = fmt.Appendf(nil, "ws %d message %d", id, n)
 			}
+			sent := time.Now()
 			if err := c.Write(context.Background(), websocket.MessageText, msg); err != nil {
 				pending = msg
 				end = next().err // the reason is the read side's
@@ -202,6 +205,7 @@ func wsClient(ctx context.Context, addr string, id int, pace time.Duration, st *
 				break
 			}
 			pending = nil
+			st.lat.Record(sent, time.Since(sent))
 			st.add(func(s *stats) { s.ok++ })
 			select {
 			case r := <-reads:
@@ -325,6 +329,7 @@ func h2Client(ctx context.Context, addr string, useTLS bool, id int, st *stats) 
 		}
 		req, _ := http.NewRequest("GET", scheme+"://"+addr+"/", nil)
 		rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		sent := time.Now()
 		resp, err := cc.RoundTrip(req.WithContext(rctx))
 		if err == nil {
 			_, err = io.Copy(io.Discard, resp.Body)
@@ -348,6 +353,7 @@ func h2Client(ctx context.Context, addr string, useTLS bool, id int, st *stats) 
 			st.fail("%s %d: %s %s", scheme, id, resp.Proto, resp.Status)
 		default:
 			pid, _ := strconv.Atoi(resp.Header.Get("X-Pid"))
+			st.lat.Record(sent, time.Since(sent))
 			st.add(func(s *stats) {
 				s.ok++
 				if connPID == 0 {
@@ -410,6 +416,7 @@ func TestUpgradesUnderLoad(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond)
 	var exits []time.Duration
+	var signalled []time.Time
 	for i := range upgrades {
 		u, err := s.Upgrade(ctx)
 		if err != nil {
@@ -418,6 +425,7 @@ func TestUpgradesUnderLoad(t *testing.T) {
 			t.Fatalf("upgrade %d: %v", i+1, err)
 		}
 		exits = append(exits, u.OldExited.Sub(u.Ready))
+		signalled = append(signalled, u.Signalled)
 		if u.OldReaped && (!u.OldStatus.Exited() || u.OldStatus.ExitStatus() != 0) {
 			t.Errorf("upgrade %d: old generation ended with %v", i+1, u.OldStatus)
 		}
@@ -431,6 +439,7 @@ func TestUpgradesUnderLoad(t *testing.T) {
 		exits[len(exits)/2].Round(time.Millisecond), exits[len(exits)-1].Round(time.Millisecond))
 	for _, st := range []*stats{ws, h2c, h2tls} {
 		t.Log(st)
+		t.Logf("%s: %s", st.kind, st.lat.Summary(signalled, 500*time.Millisecond))
 		if st.failed != 0 {
 			t.Errorf("%s: %d failures: %s", st.kind, st.failed, strings.Join(st.errs, "\n"))
 		}
