@@ -556,7 +556,7 @@ func TestReuseCheck(t *testing.T) {
 func TestNearAndRecorder(t *testing.T) {
 	t0 := time.Now()
 	var r Recorder
-	r.Record(t0, time.Millisecond)                       // at the upgrade
+	r.Record(t0, time.Millisecond)                        // at the upgrade
 	r.Record(t0.Add(2*time.Second), 100*time.Millisecond) // far from it
 	near := Near(r.samples, []time.Time{t0.Add(100 * time.Millisecond)}, 500*time.Millisecond)
 	if near.Count() != 1 || near.Max() > 2*time.Millisecond {
