@@ -5,7 +5,6 @@ go 1.26.8
 require (
 	github.com/coder/websocket v1.8.15
 	github.com/hitlessgo/hitless v0.0.0
-	go.uber.org/goleak v1.3.0
 	golang.org/x/net v0.62.0
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.12
@@ -14,6 +13,7 @@ require (
 require (
 	github.com/cloudflare/tableflip v1.2.3 // indirect
 	github.com/coreos/go-systemd/v22 v22.7.0 // indirect
+	go.uber.org/goleak v1.3.0 // indirect
 	golang.org/x/sys v0.50.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1 // indirect

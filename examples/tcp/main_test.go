@@ -24,41 +24,12 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/hitlessgo/hitless/internal/harness"
 )
 
 var binary string // built once in TestMain
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "hitless-example-tcp")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "tcp")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	err = harness.Build(ctx, "./examples/tcp", binary, true, "")
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "building the example:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := 0
-	func() {
-		defer os.RemoveAll(dir)
-		defer func() {
-			if err := goleak.Find(); err != nil {
-				fmt.Fprintln(os.Stderr, err)
-				code = 1
-			}
-		}()
-		code = m.Run()
-	}()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(harness.RunWithBinary(m, "./examples/tcp", true, &binary)) }
 
 type server struct {
 	*harness.Server

@@ -4,10 +4,13 @@ package harness
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // StartT is Start for tests: it bounds the start to 30 s, sends every
@@ -42,4 +45,34 @@ func StartT(t testing.TB, cfg Config) (*Server, string) {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s, cfg.Log.Name()
+}
+
+// RunWithBinary is a TestMain body for tests of a server program: it
+// builds pkg (relative to the module root, e.g. "./examples/http"; with
+// the race detector when race is set) into a temporary directory, sets
+// *bin to the binary's path, runs the tests, fails the run if goroutines
+// leaked (goleak), removes the binary and returns the exit code:
+//
+//	func TestMain(m *testing.M) { os.Exit(harness.RunWithBinary(m, "./examples/http", true, &binary)) }
+func RunWithBinary(m *testing.M, pkg string, race bool, bin *string) int {
+	dir, err := os.MkdirTemp("", "hitless-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	*bin = filepath.Join(dir, filepath.Base(pkg))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	err = Build(ctx, pkg, *bin, race, "")
+	cancel()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "building %s: %v\n", pkg, err)
+		return 1
+	}
+	code := m.Run()
+	if err := goleak.Find(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return code
 }

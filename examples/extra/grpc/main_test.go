@@ -22,7 +22,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/stats"
@@ -34,34 +33,7 @@ import (
 
 var serverBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "hitless-example-grpc")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	serverBin = filepath.Join(dir, "grpc")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	err = harness.Build(ctx, "./grpc", serverBin, true, "")
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "building the example:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := 0
-	func() {
-		defer os.RemoveAll(dir)
-		defer func() {
-			if err := goleak.Find(); err != nil {
-				fmt.Fprintln(os.Stderr, err)
-				code = 1
-			}
-		}()
-		code = m.Run()
-	}()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(harness.RunWithBinary(m, "./grpc", true, &serverBin)) }
 
 // retryCounter counts gRPC's transparent retries.
 type retryCounter struct{ n atomic.Int64 }

@@ -29,7 +29,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"go.uber.org/goleak"
 	"golang.org/x/net/http2"
 
 	"github.com/hitlessgo/hitless/internal/harness"
@@ -38,34 +37,7 @@ import (
 
 var serverBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "hitless-example-web")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	serverBin = filepath.Join(dir, "web")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	err = harness.Build(ctx, "./web", serverBin, true, "")
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "building the example:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := 0
-	func() {
-		defer os.RemoveAll(dir)
-		defer func() {
-			if err := goleak.Find(); err != nil {
-				fmt.Fprintln(os.Stderr, err)
-				code = 1
-			}
-		}()
-		code = m.Run()
-	}()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(harness.RunWithBinary(m, "./web", true, &serverBin)) }
 
 // stats is what the clients of one kind saw.
 type stats struct {
