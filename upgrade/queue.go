@@ -1,6 +1,7 @@
 package upgrade
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -176,6 +177,7 @@ func (u *Upgrader) loop() {
 				if len(next) > 0 {
 					if time.Now().Before(backoff) {
 						reply(next, &BackoffError{Until: backoff, Failures: failures, Last: err.Error()})
+						next = nil // each request is answered once
 					} else if !isClosed(u.exit) {
 						batch, next = next, nil
 						start()
@@ -431,19 +433,12 @@ func (u *Upgrader) forward(rs []upgradeRequest) {
 func (u *Upgrader) newGenerationPID() int {
 	if u.opts.PIDFile != "" {
 		if b, err := os.ReadFile(u.opts.PIDFile); err == nil {
-			if pid, err := strconv.Atoi(string(trimSpace(b))); err == nil && pid != os.Getpid() {
+			if pid, err := strconv.Atoi(string(bytes.TrimSpace(b))); err == nil && pid != os.Getpid() {
 				return pid
 			}
 		}
 	}
 	return newestChild()
-}
-
-func trimSpace(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == ' ' || b[len(b)-1] == '\r') {
-		b = b[:len(b)-1]
-	}
-	return b
 }
 
 func isClosed(c <-chan struct{}) bool {
