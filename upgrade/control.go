@@ -56,8 +56,17 @@ func (s *controlServer) serve() {
 	}
 }
 
-// close stops accepting (the next generation accepts on the same socket)
-// and waits for the requests in progress to be answered. Nil-safe.
+// stopAccepting hands the control socket to the next generation, which
+// accepts on the same socket: a client that asks for the status right after
+// its reload succeeded must reach the new generation. Nil-safe.
+func (s *controlServer) stopAccepting() {
+	if s != nil {
+		s.ln.Close()
+	}
+}
+
+// close stops accepting and waits for the requests in progress to be
+// answered. Nil-safe.
 func (s *controlServer) close() {
 	if s == nil {
 		return

@@ -55,7 +55,18 @@ func (u *Upgrader) Upgrade(ctx context.Context) error {
 // request queues an upgrade request and waits for its outcome.
 func (u *Upgrader) request(ctx context.Context, hurry bool) error {
 	if !u.ready.Load() {
-		return ErrNotReady
+		if !isClosed(u.readyC) {
+			return ErrNotReady
+		}
+		// Ready is under way (it already accepts, so the control socket
+		// can be asked): wait for it rather than refuse.
+		select {
+		case <-u.readyDone:
+		case <-u.exit:
+			return u.exitErr()
+		case <-ctx.Done():
+			return fmt.Errorf("upgrade: waiting for this generation to be ready: %w", ctx.Err())
+		}
 	}
 	r := upgradeRequest{reply: make(chan error, 1), hurry: hurry}
 	select {
@@ -143,6 +154,13 @@ func (u *Upgrader) loop() {
 			select { // a hurry nobody used
 			case <-u.hurryC:
 			default:
+			}
+			if err == nil {
+				// Before anyone hears of the success: from now on the new
+				// generation answers the control socket, and this one says
+				// it drains.
+				u.control.stopAccepting()
+				u.setState(StateDraining)
 			}
 			reply(batch, err)
 			batch = nil

@@ -298,6 +298,9 @@ func (u *Upgrader) Ready() error {
 				return
 			}
 		}
+		// From here on this generation accepts; the PID file, written
+		// next, tells the world, which may ask for its status at once.
+		u.setState(StateServing)
 		if u.opts.PIDFile != "" {
 			if err := writePIDFile(u.opts.PIDFile); err != nil {
 				u.readyErr = fmt.Errorf("upgrade: writing PID file: %w", err)
@@ -317,7 +320,6 @@ func (u *Upgrader) Ready() error {
 			// NotifyAccess=all in the unit.
 			states = []string{readiness.MainPID(os.Getpid()), readiness.Ready}
 		}
-		u.setState(StateServing)
 		states = append(states, readiness.Status(fmt.Sprintf("serving, generation %d, pid %d", u.generation, os.Getpid())))
 		if _, err := readiness.Notify(states...); err != nil {
 			u.log.Warn("telling systemd we are ready", "err", err)
