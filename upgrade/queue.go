@@ -313,6 +313,12 @@ func (u *Upgrader) attempt() {
 	// The generation number travels in the environment only for the
 	// moment the new process is started.
 	os.Setenv(envGeneration, strconv.Itoa(u.generation+1))
+	// A hurry that arrived before this attempt's new generation existed
+	// is not for the drain that follows it.
+	select {
+	case <-u.hurrySigs:
+	default:
+	}
 	stderrTail := u.captureStderr()
 	err := classify(u.tfUpgrade(), u.opts.UpgradeTimeout+u.opts.Probation)
 	tail := stderrTail()

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
 	"syscall"
 )
 
@@ -25,4 +26,6 @@ func newestChild() int                     { return 0 }
 func peerUID(uintptr) (int, error)         { return -1, errUnsupported }
 func waitGone(context.Context, int) error  { return errUnsupported }
 
-func listenHurry(syscall.Signal, context.CancelFunc, *slog.Logger) func() { return func() {} }
+func hurrySignals(syscall.Signal) chan os.Signal                          { return nil }
+func stopHurrySignals(chan os.Signal)                                     {}
+func listenHurry(chan os.Signal, context.CancelFunc, *slog.Logger) func() { return func() {} }

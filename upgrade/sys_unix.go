@@ -30,14 +30,31 @@ func monotonicUsec() string {
 	return fmt.Sprintf("MONOTONIC_USEC=%d", ts.Nano()/1000)
 }
 
-// listenHurry handles sig while a drain runs, by cancelling it. It returns
-// the function that uninstalls the handler.
-func listenHurry(sig syscall.Signal, cancel context.CancelFunc, log *slog.Logger) (stop func()) {
+// hurrySignals subscribes to sig for the whole life of the generation, so
+// that a hurry that arrives between the upgrade's success and the start of
+// the drain is not fatal (SIGUSR1/2 terminate a process by default). Nil
+// when sig is zero.
+func hurrySignals(sig syscall.Signal) chan os.Signal {
 	if sig == 0 {
-		return func() {}
+		return nil
 	}
 	c := make(chan os.Signal, 1)
 	signal.Notify(c, sig)
+	return c
+}
+
+func stopHurrySignals(c chan os.Signal) {
+	if c != nil {
+		signal.Stop(c)
+	}
+}
+
+// listenHurry cancels the drain when a hurry signal arrives on c, until the
+// returned function is called.
+func listenHurry(c chan os.Signal, cancel context.CancelFunc, log *slog.Logger) (stop func()) {
+	if c == nil {
+		return func() {}
+	}
 	done := make(chan struct{})
 	ended := make(chan struct{})
 	go func() {
@@ -50,7 +67,6 @@ func listenHurry(sig syscall.Signal, cancel context.CancelFunc, log *slog.Logger
 		}
 	}()
 	return func() {
-		signal.Stop(c)
 		close(done)
 		<-ended
 	}

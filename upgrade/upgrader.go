@@ -106,10 +106,12 @@ type Options struct {
 	FDStore bool
 	// HurrySignal, if not zero, lets a newer generation that has an
 	// upgrade waiting ask this one, while it drains, to cut its drain
-	// short (a reload requested with hurry): this generation then handles
-	// that signal, only while it drains after an upgrade, by ending the
-	// drain at once and cutting what is left. syscall.SIGUSR2 is the
-	// usual choice. Zero means draining generations are never hurried.
+	// short (a reload requested with hurry). This generation subscribes to
+	// that signal from New to the end of Run (so that an early one is not
+	// fatal: SIGUSR1 and SIGUSR2 terminate a process by default) and acts
+	// on it only while it drains after an upgrade, by ending the drain at
+	// once and reporting what it cut. syscall.SIGUSR2 is the usual choice.
+	// Zero means draining generations are never hurried.
 	HurrySignal syscall.Signal
 }
 
@@ -148,6 +150,7 @@ type Upgrader struct {
 	control *controlServer
 
 	watchdogStop, watchdogDone chan struct{}
+	hurrySigs                  chan os.Signal // Options.HurrySignal, subscribed in New
 
 	exitOnce sync.Once
 	exit     chan struct{}
@@ -235,6 +238,7 @@ func New(opts Options) (*Upgrader, error) {
 	if tf.HasParent() {
 		u.hurry = newHurrier(os.Getppid(), opts.HurrySignal)
 	}
+	u.hurrySigs = hurrySignals(opts.HurrySignal)
 	if opts.ControlSocket != "" {
 		ln, err := u.listeners.Listen(context.Background(), controlListenerName, "unix", opts.ControlSocket)
 		if err != nil {
@@ -479,6 +483,7 @@ func (u *Upgrader) Run(ctx context.Context, servers ...drain.Drainer) error {
 	case <-u.loopStopped:
 	}
 	defer u.stopLoop()
+	defer stopHurrySignals(u.hurrySigs)
 	upgraded := u.upgraded.Load()
 	// The next generation (or nobody, at a stop) answers the control
 	// socket from now on.
@@ -507,7 +512,7 @@ func (u *Upgrader) Run(ctx context.Context, servers ...drain.Drainer) error {
 		u.stopWatchdog()
 		u.setState(StateDraining)
 		// A newer generation may ask us to cut the drain short.
-		defer listenHurry(u.opts.HurrySignal, cancel, u.log)()
+		defer listenHurry(u.hurrySigs, cancel, u.log)()
 	} else {
 		defer u.stopWatchdog()
 	}
