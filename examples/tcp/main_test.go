@@ -43,34 +43,9 @@ func start(t *testing.T, args ...string) *server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logf, err := os.Create(filepath.Join(dir, "server.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		logf.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			t.Logf("server log:\n%s", b)
-		}
-	})
 	pidFile := filepath.Join(dir, "tcp.pid")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s, err := harness.Start(ctx, harness.Config{
-		Binary:  binary,
-		Args:    append([]string{"-addr", addr, "-pidfile", pidFile}, args...),
-		PIDFile: pidFile,
-		Log:     logf,
-		// The race detector otherwise sleeps 1 s at exit while any
-		// runtime goroutine lives, which would hide the drain's timing.
-		Env: []string{"GORACE=atexit_sleep_ms=0"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return &server{Server: s, addr: addr, log: logf.Name()}
+	s, logPath := harness.StartT(t, harness.Config{Binary: binary, Args: append([]string{"-addr", addr, "-pidfile", pidFile}, args...), PIDFile: pidFile})
+	return &server{Server: s, addr: addr, log: logPath}
 }
 
 // load is the result of lineClients.

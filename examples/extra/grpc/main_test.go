@@ -158,25 +158,10 @@ func TestUpgradesUnderLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logf, err := os.Create(filepath.Join(dir, "server.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
 	pidFile := filepath.Join(dir, "grpc.pid")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	s, err := harness.Start(ctx, harness.Config{
-		Binary:  serverBin,
-		Args:    []string{"-addr", addr, "-pidfile", pidFile},
-		PIDFile: pidFile,
-		Log:     logf,
-		Env:     []string{"GORACE=atexit_sleep_ms=0"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, logPath := harness.StartT(t, harness.Config{Binary: serverBin, Args: []string{"-addr", addr, "-pidfile", pidFile}, PIDFile: pidFile})
 
 	retries := new(retryCounter)
 	cc, err := grpc.NewClient("passthrough:///"+addr,
@@ -238,7 +223,7 @@ func TestUpgradesUnderLoad(t *testing.T) {
 	if code, err := s.Stop(stctx); err != nil || code.ExitStatus() != 0 {
 		t.Errorf("stop: %v, %v; want exit status 0", code, err)
 	}
-	b, _ := os.ReadFile(logf.Name())
+	b, _ := os.ReadFile(logPath)
 	cuts := strings.Count(string(b), "cut at the deadline")
 	var reports []string
 	for l := range strings.Lines(string(b)) {
@@ -252,9 +237,6 @@ func TestUpgradesUnderLoad(t *testing.T) {
 	if cuts != 0 {
 		t.Errorf("%d drains cut connections", cuts)
 	}
-	if t.Failed() {
-		t.Logf("server log:\n%s", b)
-	}
 }
 
 // TestStreamPastDeadlineIsStopped holds an RPC whose handler ignores
@@ -267,25 +249,10 @@ func TestStreamPastDeadlineIsStopped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logf, err := os.Create(filepath.Join(dir, "server.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
 	pidFile := filepath.Join(dir, "grpc.pid")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	s, err := harness.Start(ctx, harness.Config{
-		Binary:  serverBin,
-		Args:    []string{"-addr", addr, "-pidfile", pidFile, "-drain-timeout", "700ms"},
-		PIDFile: pidFile,
-		Log:     logf,
-		Env:     []string{"GORACE=atexit_sleep_ms=0"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, logPath := harness.StartT(t, harness.Config{Binary: serverBin, Args: []string{"-addr", addr, "-pidfile", pidFile, "-drain-timeout", "700ms"}, PIDFile: pidFile})
 	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -316,7 +283,7 @@ func TestStreamPastDeadlineIsStopped(t *testing.T) {
 	if cutAfter < 650*time.Millisecond || cutAfter > 1500*time.Millisecond {
 		t.Errorf("stream cut %v after SIGTERM, want at the 700ms deadline", cutAfter)
 	}
-	b, _ := os.ReadFile(logf.Name())
+	b, _ := os.ReadFile(logPath)
 	if !strings.Contains(string(b), "drain grpc: 1 connection(s) cut at the deadline") {
 		t.Errorf("log does not report the cut:\n%s", b)
 	}

@@ -357,25 +357,10 @@ func TestUpgradesUnderLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logf, err := os.Create(filepath.Join(dir, "server.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
 	pidFile := filepath.Join(dir, "web.pid")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	s, err := harness.Start(ctx, harness.Config{
-		Binary:  serverBin,
-		Args:    []string{"-addr", addr, "-tls-addr", tlsAddr, "-pidfile", pidFile},
-		PIDFile: pidFile,
-		Log:     logf,
-		Env:     []string{"GORACE=atexit_sleep_ms=0"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, logPath := harness.StartT(t, harness.Config{Binary: serverBin, Args: []string{"-addr", addr, "-tls-addr", tlsAddr, "-pidfile", pidFile}, PIDFile: pidFile})
 
 	ws, h2c, h2tls := newStats("websocket"), newStats("h2c"), newStats("h2 over TLS")
 	loadCtx, stopLoad := context.WithCancel(ctx)
@@ -430,7 +415,7 @@ func TestUpgradesUnderLoad(t *testing.T) {
 	if st, err := s.Stop(stctx); err != nil || st.ExitStatus() != 0 {
 		t.Errorf("stop: %v, %v; want exit status 0", st, err)
 	}
-	b, _ := os.ReadFile(logf.Name())
+	b, _ := os.ReadFile(logPath)
 	var reports []string
 	for l := range strings.Lines(string(b)) {
 		if i := strings.Index(l, "report.open="); i >= 0 {
@@ -439,9 +424,6 @@ func TestUpgradesUnderLoad(t *testing.T) {
 	}
 	if len(reports) > 1 {
 		t.Logf("%d drain reports, e.g. %s", len(reports), reports[len(reports)/2])
-	}
-	if t.Failed() {
-		t.Logf("server log:\n%s", b)
 	}
 }
 
@@ -455,25 +437,10 @@ func TestWebSocketPastDeadlineIsCut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logf, err := os.Create(filepath.Join(dir, "server.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
 	pidFile := filepath.Join(dir, "web.pid")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	s, err := harness.Start(ctx, harness.Config{
-		Binary:  serverBin,
-		Args:    []string{"-addr", addr, "-pidfile", pidFile, "-drain-timeout", "700ms"},
-		PIDFile: pidFile,
-		Log:     logf,
-		Env:     []string{"GORACE=atexit_sleep_ms=0"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, logPath := harness.StartT(t, harness.Config{Binary: serverBin, Args: []string{"-addr", addr, "-pidfile", pidFile, "-drain-timeout", "700ms"}, PIDFile: pidFile})
 	c, _, err := websocket.Dial(ctx, "ws://"+addr+"/ws", &websocket.DialOptions{
 		HTTPClient: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
 	})
@@ -499,7 +466,7 @@ func TestWebSocketPastDeadlineIsCut(t *testing.T) {
 	if took < 650*time.Millisecond || took > 1500*time.Millisecond {
 		t.Errorf("exited %v after SIGTERM, want right after the 700ms deadline", took)
 	}
-	b, _ := os.ReadFile(logf.Name())
+	b, _ := os.ReadFile(logPath)
 	if !strings.Contains(string(b), "drain web: 1 connection(s) cut at the deadline") ||
 		!strings.Contains(string(b), "report.cut=1") {
 		t.Errorf("log does not report the cut:\n%s", b)
