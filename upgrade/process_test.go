@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -207,7 +206,7 @@ func startTestServer(t *testing.T, network string, env ...string) *testServer {
 	if network == "unix" {
 		ts.addr = filepath.Join(dir, "http.sock")
 	} else {
-		ts.addr = freeAddr(t)
+		ts.addr = harness.FreeAddrT(t)
 	}
 	pidFile := filepath.Join(dir, "server.pid")
 	s, log := harness.StartT(t, harness.Config{
@@ -277,16 +276,6 @@ func (ts *testServer) nextResult() upgradeResult {
 	}
 	ts.t.Fatal("no upgrade result within 20s")
 	return upgradeResult{}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // startLoad runs keep-alive and new-connection traffic until the returned

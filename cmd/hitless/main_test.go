@@ -79,12 +79,7 @@ func startService(t *testing.T, args ...string) *service {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	s := &service{t: t, dir: dir, bin: filepath.Join(dir, "http"), socket: filepath.Join(dir, "control.sock")}
 	s.install(server)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.addr = ln.Addr().String()
-	ln.Close()
+	s.addr = harness.FreeAddrT(t)
 	pidFile := filepath.Join(dir, "http.pid")
 	hs, log := harness.StartT(t, harness.Config{
 		Binary:  s.bin,

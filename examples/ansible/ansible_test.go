@@ -105,15 +105,6 @@ type host struct {
 	bin, cli   string
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	a, err := harness.FreeTCPAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
-}
-
 func run(t *testing.T, name string, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
@@ -164,7 +155,7 @@ func setUp(t *testing.T, sd *sdtest.Systemd, n int) ([]*host, []string) {
 	var inventory, knownHosts strings.Builder
 	inventory.WriteString("[hitless]\n")
 	for i := range n {
-		h := &host{name: fmt.Sprintf("host%d", i+1), sshAddr: freeAddr(t), addr: freeAddr(t)}
+		h := &host{name: fmt.Sprintf("host%d", i+1), sshAddr: harness.FreeAddrT(t), addr: harness.FreeAddrT(t)}
 		h.unit = sd.UnitName("hitless-http")
 		h.dir = filepath.Join(share, h.name)
 		if err := os.Mkdir(h.dir, 0o755); err != nil {

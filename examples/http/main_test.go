@@ -30,16 +30,6 @@ var binary string // built once in TestMain
 
 func TestMain(m *testing.M) { os.Exit(harness.RunWithBinary(m, "./examples/http", true, &binary)) }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 type server struct {
 	*harness.Server
 	addr, log string
@@ -53,7 +43,7 @@ func start(t *testing.T, args ...string) *server {
 // startBinary starts bin, which upgrades to whatever is at that path.
 func startBinary(t *testing.T, bin string, args ...string) *server {
 	t.Helper()
-	addr := freeAddr(t)
+	addr := harness.FreeAddrT(t)
 	pidFile := filepath.Join(t.TempDir(), "http.pid")
 	s, log := harness.StartT(t, harness.Config{
 		Binary:  bin,

@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -61,20 +60,10 @@ type unit struct {
 	runtimeDir string
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 func install(t *testing.T, file string, edit func(string) string) *unit {
 	t.Helper()
 	sd := sdtest.Boot(t)
-	u := &unit{t: t, sd: sd, name: sd.UnitName("hitless-http"), addr: freeAddr(t)}
+	u := &unit{t: t, sd: sd, name: sd.UnitName("hitless-http"), addr: harness.FreeAddrT(t)}
 	share := sd.SharePath()
 	u.bin, u.cli = filepath.Join(share, "hitless-http"), filepath.Join(share, "hitless")
 	u.copy(filepath.Join(binDir, "hitless-http"), u.bin)

@@ -76,3 +76,14 @@ func RunWithBinary(m *testing.M, pkg string, race bool, bin *string) int {
 	}
 	return code
 }
+
+// FreeAddrT is FreeTCPAddr for tests: it fails t instead of returning an
+// error.
+func FreeAddrT(t testing.TB) string {
+	t.Helper()
+	addr, err := FreeTCPAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
