@@ -24,7 +24,7 @@ import (
 // message in progress, say goodbye in the protocol's own way, and close
 // when the peer has understood (see examples/tcp). Listener also works for
 // servers that only need the counting and the deadline, such as a gRPC
-// server served through it (see [Stopper.Conns]).
+// server served through it (see [Stopper.Listener]).
 //
 // A Listener may not be reused after Drain.
 type Listener struct {

@@ -29,12 +29,12 @@ type Stopper struct {
 	Server GracefulStopper
 	// Name names the server in reports. Empty means "grpc".
 	Name string
-	// Conns, if set, is the listener the server serves from; the report
+	// Listener, if set, is the listener the server serves from; the report
 	// then counts its connections (open, ended, cut). Without it the
 	// report says only how long the drain took, and Cut is 1 if Stop had
-	// to be called. Stopper drains Conns itself: do not add it to a Group
+	// to be called. Stopper drains Listener itself: do not add it to a Group
 	// as well.
-	Conns *Listener
+	Listener *Listener
 
 	wrap wrapUp
 }
@@ -53,9 +53,9 @@ func (s *Stopper) Drain(ctx context.Context) (Report, error) {
 	if name == "" {
 		name = "grpc"
 	}
-	if s.Conns != nil {
-		s.Conns.begin()
-		s.Conns.wrap.fire()
+	if s.Listener != nil {
+		s.Listener.begin()
+		s.Listener.wrap.fire()
 	}
 	s.wrap.fire()
 	graceful := make(chan struct{})
@@ -68,20 +68,20 @@ func (s *Stopper) Drain(ctx context.Context) (Report, error) {
 	case <-graceful:
 	case <-ctx.Done():
 		stopped = true
-		if s.Conns != nil {
-			s.Conns.mu.Lock()
-			s.Conns.cutting = true
-			s.Conns.mu.Unlock()
+		if s.Listener != nil {
+			s.Listener.mu.Lock()
+			s.Listener.cutting = true
+			s.Listener.mu.Unlock()
 		}
 		s.Server.Stop()
 		<-graceful
 	}
 	r := Report{Name: name, Duration: time.Since(start)}
-	if s.Conns != nil {
+	if s.Listener != nil {
 		// The server closed every connection it had before GracefulStop
 		// or Stop returned; closes after this would be connections the
 		// server never saw, cut by the listener.
-		cr, _ := s.Conns.wait(ctx)
+		cr, _ := s.Listener.wait(ctx)
 		r.Open, r.Ended, r.Cut, r.LastEnded = cr.Open, cr.Ended, cr.Cut, cr.LastEnded
 	} else if stopped {
 		r.Cut = 1

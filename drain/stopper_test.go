@@ -87,7 +87,7 @@ func newFakeGRPC(t *testing.T) (*fakeGRPC, *Listener) {
 
 func TestStopperGraceful(t *testing.T) {
 	s, ln := newFakeGRPC(t)
-	st := &Stopper{Server: s, Conns: ln}
+	st := &Stopper{Server: s, Listener: ln}
 	s.rpc(100*time.Millisecond, nil)
 	s.rpc(time.Hour, st.WrapUp()) // a stream that ends when told to
 	got := <-drainIn(st, 5*time.Second)
@@ -101,7 +101,7 @@ func TestStopperGraceful(t *testing.T) {
 
 func TestStopperStopsAtDeadline(t *testing.T) {
 	s, ln := newFakeGRPC(t)
-	st := &Stopper{Server: s, Conns: ln, Name: "rpc"}
+	st := &Stopper{Server: s, Listener: ln, Name: "rpc"}
 	s.rpc(time.Hour, nil) // ignores WrapUp
 	start := time.Now()
 	got := <-drainIn(st, 300*time.Millisecond)

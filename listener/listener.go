@@ -10,29 +10,21 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/cloudflare/tableflip"
 )
 
 // Handoff carries listening sockets from one generation of a process to the
-// next. The upgrade package supplies one; a Set without a Handoff binds every
-// listener anew, which is what a service that is never upgraded in place
-// (for example one in Kubernetes) wants.
-//
-// The method set is that of tableflip's Fds, which does the fd passing.
+// next, by logical name. The upgrade package supplies one; a Set without a
+// Handoff binds every listener anew, which is what a service that is never
+// upgraded in place (for example one in Kubernetes) wants.
 type Handoff interface {
 	// Listener returns the listener the previous generation handed over
-	// under this key, or nil.
-	Listener(network, addr string) (net.Listener, error)
-	// AddListener records ln so that it is handed to the next generation.
-	AddListener(network, addr string, ln tableflip.Listener) error
+	// under name, or nil.
+	Listener(name string) (net.Listener, error)
+	// AddListener records ln so that it is handed to the next generation
+	// under name. It must not remove a unix socket's file: only Set.Unlink
+	// decides that.
+	AddListener(name string, ln net.Listener) error
 }
-
-// handoffNetwork is the network part of the key under which listeners are
-// handed over; the address part is the logical name. It is deliberately not
-// "unix": tableflip unlinks the path of "unix" keys on its own schedule, and
-// this package keeps that decision (see Set.Unlink).
-const handoffNetwork = "hitless"
 
 // Errors callers can match with errors.Is.
 var (
@@ -79,7 +71,9 @@ type Set struct {
 	// Systemd, if set, supplies sockets systemd passed by name (see
 	// FromSystemd): socket activation, or the file descriptor store after
 	// a restart. Listen takes one when no previous generation handed a
-	// socket over and it is bound to the configured address.
+	// socket over and it is bound to the configured address, and removes
+	// it from the map; what is left after the last Listen was not used,
+	// and is the caller's to close.
 	Systemd map[string][]*os.File
 
 	mu      sync.Mutex
@@ -140,12 +134,7 @@ func (s *Set) Listen(ctx context.Context, name, network, addr string) (net.Liste
 		}
 	}
 	if s.Handoff != nil && !e.inherited {
-		tl, ok := e.ln.(tableflip.Listener)
-		if !ok {
-			e.ln.Close()
-			return fail(fmt.Errorf("%T cannot be handed over", e.ln))
-		}
-		if err := s.Handoff.AddListener(handoffNetwork, name, tl); err != nil {
+		if err := s.Handoff.AddListener(name, e.ln); err != nil {
 			e.ln.Close()
 			return fail(err)
 		}
@@ -163,14 +152,14 @@ func (s *Set) inherit(name, network, addr string) (*entry, error) {
 	if s.Handoff == nil {
 		return nil, nil
 	}
-	ln, err := s.Handoff.Listener(handoffNetwork, name)
+	ln, err := s.Handoff.Listener(name)
 	if err != nil || ln == nil {
 		return nil, err
 	}
 	if !sameAddress(ln.Addr(), network, addr) {
 		// The configuration moved this name to another address. The old
 		// socket is not served; binding the new one below re-registers the
-		// name, and tableflip drops its copy of the old fd.
+		// name, and the handoff drops its copy of the old fd.
 		ln.Close()
 		return nil, nil
 	}
@@ -257,15 +246,6 @@ func removeStaleSocket(ctx context.Context, path string) error {
 	return nil
 }
 
-// Inherited reports whether the listener named name came from the previous
-// generation (false also when there is no such listener).
-func (s *Set) Inherited(name string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e := s.entries[name]
-	return e != nil && e.inherited
-}
-
 // Source says where the listener named name came from: "inherited" (the
 // previous generation), "systemd" (socket activation or the fd store),
 // "bound" (bound by this process), or "" if there is none.
@@ -281,36 +261,6 @@ func (s *Set) Source(name string) string {
 		return "systemd"
 	}
 	return "bound"
-}
-
-// Listeners returns the set's listeners by name (as bound, without any
-// wrapper a caller put around them), for example to put them in systemd's
-// file descriptor store.
-func (s *Set) Listeners() map[string]net.Listener {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make(map[string]net.Listener, len(s.entries))
-	for name, e := range s.entries {
-		out[name] = e.ln
-	}
-	return out
-}
-
-// CloseUnusedSystemd closes the sockets systemd passed that no Listen call
-// took (a listener the configuration no longer has) and returns their
-// names, so that they can also be removed from systemd's fd store.
-func (s *Set) CloseUnusedSystemd() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var names []string
-	for name, files := range s.Systemd {
-		for _, f := range files {
-			f.Close()
-		}
-		names = append(names, name)
-	}
-	s.Systemd = nil
-	return names
 }
 
 // Close closes every listener of the set. It does not remove unix socket

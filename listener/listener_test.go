@@ -9,8 +9,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/cloudflare/tableflip"
 )
 
 func ctx(t *testing.T) context.Context {
@@ -33,7 +31,7 @@ func listen(t *testing.T, s *Set, name, network, addr string) net.Listener {
 // listeners recorded with AddListener, as tableflip does across exec.
 type fakeHandoff struct{ files map[string]*os.File }
 
-func (h *fakeHandoff) AddListener(network, addr string, ln tableflip.Listener) error {
+func (h *fakeHandoff) AddListener(name string, ln net.Listener) error {
 	f, err := ln.(interface{ File() (*os.File, error) }).File()
 	if err != nil {
 		return err
@@ -41,12 +39,12 @@ func (h *fakeHandoff) AddListener(network, addr string, ln tableflip.Listener) e
 	if h.files == nil {
 		h.files = map[string]*os.File{}
 	}
-	h.files[network+":"+addr] = f
+	h.files[name] = f
 	return nil
 }
 
-func (h *fakeHandoff) Listener(network, addr string) (net.Listener, error) {
-	f := h.files[network+":"+addr]
+func (h *fakeHandoff) Listener(name string) (net.Listener, error) {
+	f := h.files[name]
 	if f == nil {
 		return nil, nil
 	}
@@ -101,7 +99,7 @@ func TestInheritByNameNotAddressText(t *testing.T) {
 	next := &Set{Handoff: h}
 	// Another spelling of the same address is the same listener.
 	ln := listen(t, next, "http", "tcp", net.JoinHostPort("localhost", itoa(port)))
-	if !next.Inherited("http") {
+	if next.Source("http") != "inherited" {
 		t.Fatal("listener was bound anew, want inherited")
 	}
 	if ln.Addr().String() != old.Addr().String() {
@@ -126,7 +124,7 @@ func TestAddressChangeBindsAnew(t *testing.T) {
 	listen(t, &Set{Handoff: h}, "http", "tcp", "127.0.0.1:0")
 	next := &Set{Handoff: h}
 	ln := listen(t, next, "http", "tcp", "127.0.0.2:0")
-	if next.Inherited("http") {
+	if next.Source("http") == "inherited" {
 		t.Fatal("listener on a changed address was inherited")
 	}
 	if got := ln.Addr().(*net.TCPAddr).IP.String(); got != "127.0.0.2" {
@@ -211,7 +209,7 @@ func TestUnixCloseKeepsFileUnlinkRemovesIt(t *testing.T) {
 	// The next generation inherits it and, stopping for good, unlinks it.
 	next := &Set{Handoff: h}
 	listen(t, next, "api", "unix", path)
-	if !next.Inherited("api") {
+	if next.Source("api") != "inherited" {
 		t.Fatal("unix listener not inherited")
 	}
 	if err := next.Unlink(); err != nil {
@@ -284,8 +282,9 @@ func TestSocketsFromSystemd(t *testing.T) {
 	if s.Source("admin") != "bound" {
 		t.Fatalf("admin: source %q", s.Source("admin"))
 	}
-	unused := s.CloseUnusedSystemd()
-	if len(unused) != 2 { // the 127.0.0.2 one under "http", and "retired"
-		t.Fatalf("unused systemd names %v", unused)
+	// What Listen did not take is left in the map for its owner: the
+	// 127.0.0.2 one under "http", and "retired".
+	if len(s.Systemd) != 2 || len(s.Systemd["http"]) != 1 || len(s.Systemd["retired"]) != 1 {
+		t.Fatalf("unused systemd sockets %v", s.Systemd)
 	}
 }

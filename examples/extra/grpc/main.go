@@ -59,7 +59,7 @@ func run() error {
 	}
 	ln := &drain.Listener{Listener: inner}
 	gs := grpc.NewServer()
-	stopper := &drain.Stopper{Server: gs, Conns: ln}
+	stopper := &drain.Stopper{Server: gs, Listener: ln}
 	gs.RegisterService(&echoService, &echoServer{pid: strconv.Itoa(os.Getpid()), wrapUp: stopper.WrapUp()})
 	served := make(chan error, 1)
 	go func() { served <- gs.Serve(ln) }()
