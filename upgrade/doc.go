@@ -12,22 +12,29 @@
 //  2. The application starts serving, then [Upgrader.Ready] (or
 //     [Upgrader.Run], which calls it) writes the PID file and tells the
 //     previous generation, which stops accepting and drains, and systemd.
-//  3. [Upgrader.Upgrade] (on SIGHUP with [Upgrader.HandleSignals]) starts
-//     the binary at os.Args[0] again, hands it the sockets and waits until
-//     it is ready. If it crashes, exits, or is not ready within
-//     Options.UpgradeTimeout, it is killed, Upgrade returns a *ChildError
-//     saying which, and this generation serves on untouched.
+//  3. [Upgrader.Upgrade] (on SIGHUP with [Upgrader.HandleSignals], or
+//     `hitless reload` on the control socket) starts the binary at
+//     os.Args[0] again, hands it the sockets and waits until it is ready.
+//     If it crashes, exits, or is not ready within Options.UpgradeTimeout,
+//     it is killed, Upgrade returns a *ChildError saying which, and this
+//     generation serves on untouched.
 //  4. Once the new generation is ready, [Upgrader.Exit] closes and Run
-//     drains this generation's servers (see package drain) and returns;
-//     main returns and the process exits.
+//     drains this generation's servers (see package drain), releases
+//     everything and returns; main returns and the process exits.
 //
 // The listening sockets are shared by both generations during the overlap,
 // so connections queued on them are accepted by whichever is accepting; the
 // old generation stops accepting only after the new one is ready.
 //
+// The mechanics live below this package: internal/handoff starts the next
+// generation and talks to it (its PID, its stderr while it starts, whether
+// the two speak the same handoff version), internal/queue decides what
+// happens to each request to upgrade, and package control carries the
+// control socket's protocol.
+//
 // # A minimal main
 //
-//	upg, err := upgrade.New(upgrade.Options{PIDFile: "/run/app.pid"})
+//	upg, err := upgrade.New(upgrade.Options{PIDFile: "/run/app/app.pid", ControlSocket: "/run/app/control.sock"})
 //	if err != nil {
 //		return err
 //	}
@@ -38,26 +45,34 @@
 //	if err != nil {
 //		return err
 //	}
-//	srv := &drain.HTTP{Server: &http.Server{Handler: mux}}
+//	srv := &drain.HTTP{Server: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}}
 //	go srv.Serve(ln)
 //	return upg.Run(ctx, srv) // ready; wait for upgrade or stop; drain
 //
 // # Under systemd
 //
-// The new generation claims the main PID (MAINPID= with READY=1), which
-// systemd accepts only with NotifyAccess=all:
+// This is the unit the project ships and tests (examples/systemd): reload
+// and stop go through the control socket, so that `systemctl reload` fails
+// when the new version failed, and `systemctl stop` drains after any number
+// of upgrades (systemd 252 would SIGKILL a main process that is not its own
+// child). The new generation claims the main PID itself, which systemd
+// accepts only with NotifyAccess=all:
 //
 //	[Service]
 //	Type=notify
 //	NotifyAccess=all
-//	ExecStart=/usr/local/bin/app
-//	ExecReload=/bin/kill -HUP $MAINPID
-//	TimeoutStopSec=60
+//	RuntimeDirectory=app
+//	RuntimeDirectoryPreserve=yes
+//	ExecStart=/usr/local/bin/app -control /run/app/control.sock
+//	ExecReload=/usr/local/bin/hitless reload -socket /run/app/control.sock -timeout 80s
+//	ExecStop=/usr/local/bin/hitless stop -socket /run/app/control.sock -timeout 50s
+//	TimeoutStartSec=90s
+//	TimeoutStopSec=60s
 //
 // # Limits
 //
 // Only one Upgrader may exist per process (New returns ErrSingleton after
-// the first): the sockets are handed down per process. Upgrades are
-// supported on Linux and other unix systems; on Windows New returns
-// ErrNotSupported.
+// the first, even after Stop): the sockets are handed down per process.
+// Upgrades are supported on Linux and other unix systems; on Windows New
+// returns ErrNotSupported.
 package upgrade

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"log"
 	"net/http"
-	"os"
 
+	"github.com/hitlessgo/hitless/control"
 	"github.com/hitlessgo/hitless/drain"
 	"github.com/hitlessgo/hitless/upgrade"
 )
@@ -41,12 +41,13 @@ func ExampleUpgrader_Upgrade() {
 	switch {
 	case err == nil:
 		// The new generation serves; Run is draining this one.
-	case errors.As(err, &ce) && ce.Reason == upgrade.TimedOut:
+	case errors.As(err, &ce) && ce.Reason == control.ReasonTimedOut:
 		log.Printf("new version hung at start-up (pid %d); still serving the old one", ce.PID)
 	case errors.Is(err, upgrade.ErrChildFailed):
 		log.Printf("new version failed, still serving the old one: %v", err)
+	case errors.Is(err, upgrade.ErrBackoff):
+		log.Printf("upgrades held back after repeated failures: %v", err)
 	default:
-		log.Print(err)
-		os.Exit(1)
+		log.Printf("no upgrade: %v", err) // stopping, not ready yet, or ctx done
 	}
 }

@@ -46,9 +46,11 @@ func checkPIDFile(path string) error {
 	return os.Remove(f.Name())
 }
 
-// removePIDFile removes path if it still names this process.
+// removePIDFile removes path if it still names this process. The file is
+// read as something another user may have replaced (security review M3):
+// never through a symlink, never blocking on a FIFO, at most a few bytes.
 func removePIDFile(path string) error {
-	b, err := os.ReadFile(path)
+	b, err := readPIDFile(path)
 	if err != nil {
 		return err
 	}
@@ -59,4 +61,27 @@ func removePIDFile(path string) error {
 		return fmt.Errorf("removing PID file: %w", err)
 	}
 	return nil
+}
+
+// readPIDFile reads a PID file without following a symlink, without
+// blocking (a FIFO), and only if it is a small regular file.
+func readPIDFile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|noFollow, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() || fi.Size() > 32 {
+		return nil, fmt.Errorf("PID file %s is not a small regular file (mode %v, %d bytes)", path, fi.Mode(), fi.Size())
+	}
+	b := make([]byte, 33)
+	n, err := f.Read(b)
+	if err != nil && n == 0 {
+		return nil, err
+	}
+	return b[:n], nil
 }

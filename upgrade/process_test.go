@@ -28,6 +28,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/hitlessgo/hitless/control"
 	"github.com/hitlessgo/hitless/drain"
 	"github.com/hitlessgo/hitless/internal/harness"
 	"github.com/hitlessgo/hitless/internal/loadgen"
@@ -49,8 +50,13 @@ const (
 )
 
 func TestMain(m *testing.M) {
-	if os.Getenv(envRole) == "server" {
+	switch os.Getenv(envRole) {
+	case "server":
 		os.Exit(serverMain())
+	case "probe":
+		os.Exit(probeMain())
+	case "lifecycle":
+		os.Exit(lifecycleMain())
 	}
 	goleak.VerifyTestMain(m)
 }
@@ -82,10 +88,9 @@ func serverMain() int {
 	}
 	upg, err := New(Options{
 		PIDFile: os.Getenv(envPIDFile), UpgradeTimeout: timeout, DrainTimeout: 10 * time.Second, Logger: log,
-		CrashLoopAfter: crashLoop, CrashLoopBackoff: time.Second, ControlSocket: os.Getenv(envControl),
-		HurrySignal: syscall.SIGUSR2,
-		Probation:   probation,
-		FDStore:     os.Getenv(envFDStore) == "1",
+		CrashLoop: CrashLoop{After: crashLoop, Backoff: time.Second}, ControlSocket: os.Getenv(envControl),
+		Probation: Probation{For: probation},
+		FDStore:   os.Getenv(envFDStore) == "1",
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -109,6 +114,8 @@ func serverMain() int {
 		return 3
 	case "hang":
 		time.Sleep(time.Hour) // killed by the parent at UpgradeTimeout
+	case "slow":
+		time.Sleep(2 * time.Second) // a slow start: the attempt is in progress meanwhile
 	case "die-after-1s":
 		// Comes up, serves, and gives up a second later.
 		time.AfterFunc(time.Second, func() {
@@ -125,6 +132,11 @@ func serverMain() int {
 		}
 		if d, err := time.ParseDuration(r.URL.Query().Get("sleep")); err == nil {
 			time.Sleep(d)
+		}
+		if r.URL.Query().Get("spawn") != "" {
+			// A process the application starts: what did it inherit?
+			writeSpawned(w)
+			return
 		}
 		io.WriteString(w, "ok\n")
 	})}}
@@ -153,7 +165,7 @@ func serverMain() int {
 	}()
 	err = upg.Run(context.Background(), srv)
 	signal.Stop(sigs)
-	if upg.Status().State == StateDraining {
+	if upg.Status().State == control.StateDraining {
 		handling.Wait() // its result is recorded before the process exits
 	}
 	if err != nil {
@@ -329,7 +341,7 @@ func TestFailedUpgradeLeavesOldGenerationServing(t *testing.T) {
 		mode, reason string
 		check        func(r upgradeResult) error
 	}{
-		{"crash", Crashed.String(), func(r upgradeResult) error {
+		{"crash", control.ReasonCrashed.String(), func(r upgradeResult) error {
 			if r.Signal != int(syscall.SIGABRT) {
 				return fmt.Errorf("signal %d, want SIGABRT", r.Signal)
 			}
@@ -338,7 +350,7 @@ func TestFailedUpgradeLeavesOldGenerationServing(t *testing.T) {
 			}
 			return nil
 		}},
-		{"exit", Exited.String(), func(r upgradeResult) error {
+		{"exit", control.ReasonExited.String(), func(r upgradeResult) error {
 			if r.ExitStatus != 3 {
 				return fmt.Errorf("exit status %d, want 3", r.ExitStatus)
 			}
@@ -347,8 +359,8 @@ func TestFailedUpgradeLeavesOldGenerationServing(t *testing.T) {
 			}
 			return nil
 		}},
-		{"hang", TimedOut.String(), func(upgradeResult) error { return nil }},
-		{"missing", StartFailed.String(), func(r upgradeResult) error {
+		{"hang", control.ReasonTimedOut.String(), func(upgradeResult) error { return nil }},
+		{"missing", control.ReasonStartFailed.String(), func(r upgradeResult) error {
 			if !strings.Contains(r.Err, "no such file") {
 				return fmt.Errorf("error %q does not say the binary is missing", r.Err)
 			}
@@ -527,13 +539,13 @@ func TestLibraryEnvironmentDoesNotLeak(t *testing.T) {
 	if err := errorOf(ts.nextResult()); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.Get("http://" + ts.addr + "/?env=" + tableflipSentinel)
+	resp, err := http.Get("http://" + ts.addr + "/?env=" + "TABLEFLIP_HAS_PARENT_7DIU3")
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
 	if got := resp.Header.Get("X-Env"); got != `""` {
-		t.Fatalf("the upgraded generation's environment has %s=%s; processes it spawns would think they were handed sockets", tableflipSentinel, got)
+		t.Fatalf("the upgraded generation's environment has %s=%s; processes it spawns would think they were handed sockets", "TABLEFLIP_HAS_PARENT_7DIU3", got)
 	}
 }
 
@@ -560,7 +572,7 @@ func TestProbationRollsBack(t *testing.T) {
 	}
 	r := ts.nextResult()
 	t.Logf("after %v: %s", time.Since(begin).Round(time.Millisecond), r.Err)
-	if !r.Failed || r.Reason != Exited.String() || r.ExitStatus != 4 || !strings.Contains(r.Err, "lost the database") {
+	if !r.Failed || r.Reason != control.ReasonExited.String() || r.ExitStatus != 4 || !strings.Contains(r.Err, "lost the database") {
 		t.Fatalf("upgrade result %+v; want the new generation's exit 4 and its last words", r)
 	}
 	if ts.PID() != first {

@@ -40,8 +40,8 @@ func TestInProcessLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	u.Stop()
-	if err := u.Run(ctx); err != nil {
-		t.Fatalf("Run after Stop = %v", err)
+	if err := u.Run(ctx); !errors.Is(err, ErrStopped) {
+		t.Fatalf("Run after Stop = %v, want ErrStopped", err)
 	}
 	if err := u.Upgrade(ctx); !errors.Is(err, ErrStopped) {
 		t.Fatalf("Upgrade after Stop = %v, want ErrStopped", err)

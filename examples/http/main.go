@@ -64,8 +64,8 @@ func run() error {
 		DrainTimeout:   *drainTimeout,
 		Logger:         log,
 		ControlSocket:  *control,
-		CrashLoopAfter: *crashLoopAfter,
-		Probation:      *probation,
+		CrashLoop:      upgrade.CrashLoop{After: *crashLoopAfter},
+		Probation:      upgrade.Probation{For: *probation},
 		FDStore:        *fdStore,
 		ReadyCheck: func(context.Context) error {
 			if *requireFile == "" {
@@ -74,15 +74,16 @@ func run() error {
 			_, err := os.Stat(*requireFile)
 			return err
 		},
-		// A reload asked to hurry (hitless reload -hurry) cuts the drain
-		// of the previous generation short with this signal.
-		HurrySignal: hurrySignal,
 		// Before starting a new binary, make sure it accepts our flags.
 		Preflight: func(ctx context.Context, binary string) error {
 			if !*preflight {
 				return nil
 			}
-			out, err := exec.CommandContext(ctx, binary, append([]string{"-check"}, os.Args[1:]...)...).CombinedOutput()
+			cmd := exec.CommandContext(ctx, binary, append([]string{"-check"}, os.Args[1:]...)...)
+			// A process the check leaves behind holding its output must
+			// not keep the upgrade waiting.
+			cmd.WaitDelay = time.Second
+			out, err := cmd.CombinedOutput()
 			if err != nil {
 				return fmt.Errorf("%s -check: %v: %s", binary, err, strings.TrimSpace(string(out)))
 			}
@@ -99,7 +100,10 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	srv := &drain.HTTP{Server: &http.Server{Handler: handler(), ReadHeaderTimeout: 10 * time.Second}}
+	// Timeouts bound what a client that stops talking can hold: without
+	// IdleTimeout, idle keep-alive connections could hold every descriptor
+	// and make every upgrade fail for want of one.
+	srv := &drain.HTTP{Server: &http.Server{Handler: handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}}
 	go func() {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			log.Error("serve", "err", err)

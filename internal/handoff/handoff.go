@@ -1,0 +1,555 @@
+// Package handoff passes a service from one generation of its process to
+// the next: it starts the new binary, hands it the listening sockets, and
+// learns from it, over a side channel, its PID, its generation, whether
+// the two speak the same handoff version, and, if it fails before it is
+// ready, the last lines it wrote to stderr.
+//
+// It is the only package that knows tableflip (github.com/cloudflare/tableflip),
+// which does the fork, exec and descriptor passing, and everything about
+// it that is awkward: its error texts (classify.go), its one Upgrader per
+// process, the race between WaitForParent and its own loop, its
+// environment marker, descriptors 3 and 4 left inheritable in generation
+// 2 and later, two pipe ends dropped per failed start, and a relative
+// os.Args[0] after a chdir.
+//
+// # The side channel
+//
+// For each attempt the old generation makes a datagram socket pair and
+// hands one end to the new generation under the name sideName. Messages
+// are one JSON object per datagram:
+//
+//	old → new   {"v":1,"min":0,"gen":N}      first, before the new process runs
+//	new → old   {"v":1,"pid":P,"gen":N}      in New, with the read end of the
+//	                                         new generation's stderr pipe attached
+//	new → old   {"v":1,"pid":P,"err":"…"}    instead, when it cannot take over
+//	new → old   {"hurry":true}               cut your drain short (upgrade waiting)
+//	old → new   {"upgrade":true}             a request arrived while you started: carry it out
+//
+// The new generation decides whether the two versions can work together
+// (it knows both); a generation of hitless older than the side channel
+// (version 0) sends nothing, and is accepted: it inherits the sockets under
+// the same names.
+package handoff
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/cloudflare/tableflip"
+
+	"github.com/hitlessgo/hitless/control"
+)
+
+// Version is the handoff protocol this build speaks, and minPeer the oldest
+// one it works with. Raise Version when what passes between generations
+// changes; raise minPeer only when an older peer can no longer be served.
+var (
+	Version = 1
+	minPeer = 0
+)
+
+// versions overrides Version and minPeer as "version/minPeer", for tests
+// that build a binary pretending to be another release
+// (-ldflags "-X github.com/hitlessgo/hitless/internal/handoff.versions=99/99").
+var versions string
+
+func init() {
+	if versions == "" {
+		return
+	}
+	var v, m int
+	if _, err := fmt.Sscanf(versions, "%d/%d", &v, &m); err == nil {
+		Version, minPeer = v, m
+	}
+}
+
+const (
+	// sideName is the name of the side channel's file.
+	sideName = "hitless.side"
+	// legacyStderrName is where version 0 parents put the service's real
+	// stderr, having given the new generation a pipe as its stderr.
+	legacyStderrName = "hitless.stderr"
+	// legacyGeneration is how version 0 parents passed the generation.
+	legacyGeneration = "HITLESS_GENERATION"
+	// listenerNetwork is the network part of the key under which
+	// tableflip hands listeners over; the address part is the logical
+	// name. It is deliberately not "unix": tableflip unlinks the path of
+	// "unix" keys on its own schedule (and keys on address text, which is
+	// why names are used at all: tableflip#46). Version 0 used it too.
+	listenerNetwork = "hitless"
+	// tableflipMarker is the variable tableflip sets for the new process
+	// (a private constant of tableflip v1.2.3, parent.go; the contract
+	// test checks it). It is removed once read, so that processes the
+	// application starts do not believe they were handed descriptors.
+	tableflipMarker = "TABLEFLIP_HAS_PARENT_7DIU3"
+)
+
+// ErrIncompatible matches the error of a new generation that cannot work
+// with its parent's handoff version, or the other way round.
+var ErrIncompatible = errors.New("incompatible handoff version")
+
+// Options configure a Handoff.
+type Options struct {
+	// ReadyTimeout is how long a new generation has to become ready
+	// before it is killed.
+	ReadyTimeout time.Duration
+	// Logger receives what happens; nil means silent.
+	Logger *slog.Logger
+	// Stderr receives the new generation's stderr while it starts (it
+	// passes through this process, which keeps the last lines for the
+	// error). Nil means os.Stderr, the stream the new generation would
+	// have written to anyway.
+	Stderr *os.File
+}
+
+// Handoff is this process's end of the handoff: the link to the
+// generation before it, if any, and the means to start the next one.
+type Handoff struct {
+	tf         *tableflip.Upgrader
+	log        *slog.Logger
+	timeout    time.Duration
+	stderr     *os.File
+	generation int
+
+	parent      *link    // to the previous generation; nil for generation 1 and version 0 parents
+	savedStderr *os.File // the real stderr, back on fd 2 at Ready
+	legacyErr   *os.File // a version 0 parent's real stderr
+
+	hurried   chan struct{} // a newer generation asked us to cut our drain short
+	forwarded chan struct{} // our parent passed an upgrade request on
+
+	mu      sync.Mutex
+	child   *link      // to the generation we started, once it is ready
+	relays  []*os.File // read ends of new generations' stderr pipes, closed at Close
+	stopped bool       // Stop was called: tableflip's own answer after that is a coin toss
+	closed  bool
+	wg      sync.WaitGroup
+}
+
+// Child is a new generation that took over.
+type Child struct {
+	PID int // zero if it speaks handoff version 0
+	// Version is the handoff version it speaks.
+	Version int
+}
+
+// initialWD is the directory tableflip starts new generations in (it
+// reads it at its own initialisation, before ours).
+var initialWD, _ = os.Getwd()
+
+// New takes over from the previous generation, if this process is one
+// that tableflip started, and makes this process able to start the next.
+// Only one may exist per process (ErrSingleton).
+func New(opts Options) (*Handoff, error) {
+	absArgv0()
+	if opts.ReadyTimeout <= 0 {
+		opts.ReadyTimeout = tableflip.DefaultUpgradeTimeout
+	}
+	tf, err := tableflip.New(tableflip.Options{UpgradeTimeout: opts.ReadyTimeout})
+	if err != nil {
+		return nil, classifyNew(err)
+	}
+	h := &Handoff{
+		tf: tf, log: opts.Logger, timeout: opts.ReadyTimeout, stderr: opts.Stderr, generation: 1,
+		hurried: make(chan struct{}, 1), forwarded: make(chan struct{}, 1),
+	}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
+	}
+	if h.stderr == nil {
+		h.stderr = os.Stderr
+	}
+	os.Unsetenv(tableflipMarker)
+	if !tf.HasParent() {
+		return h, nil
+	}
+	// tableflip leaves its pipes to the parent on descriptors 3 and 4
+	// inheritable; a process the application spawns must not get them
+	// (one holding fd 3 could even say "ready" for us).
+	closeOnExec(3)
+	closeOnExec(4)
+	if err := h.greetParent(); err != nil {
+		tf.Stop()
+		h.Close()
+		return nil, err
+	}
+	return h, nil
+}
+
+// absArgv0 makes a relative os.Args[0] absolute against the directory the
+// process started in. tableflip starts the next generation from that
+// directory but looks the binary up from the current one, so after a
+// chdir a relative path would name another file (or none) — and the
+// pre-flight check would look at a different one than the one executed.
+func absArgv0() {
+	p := os.Args[0]
+	if filepath.IsAbs(p) || !containsSlash(p) || initialWD == "" {
+		return
+	}
+	os.Args[0] = filepath.Join(initialWD, p)
+}
+
+func containsSlash(s string) bool {
+	for i := range len(s) {
+		if s[i] == '/' {
+			return true
+		}
+	}
+	return false
+}
+
+// greetParent reads the previous generation's hello and answers it with
+// ours, taking over our stderr so that the parent sees what we write until
+// we are ready.
+func (h *Handoff) greetParent() error {
+	f, err := h.tf.Fds.File(sideName)
+	if err != nil {
+		return fmt.Errorf("handoff: side channel: %w", err)
+	}
+	if f == nil {
+		h.legacyParent()
+		return nil
+	}
+	l, err := newLink(f)
+	if err != nil {
+		return fmt.Errorf("handoff: side channel: %w", err)
+	}
+	h.parent = l
+	hello, _, err := l.read(time.Now().Add(5 * time.Second))
+	if err != nil {
+		return fmt.Errorf("handoff: reading the previous generation's hello: %w", err)
+	}
+	if hello.Generation > 0 {
+		h.generation = hello.Generation
+	}
+	me := message{Version: Version, PID: os.Getpid(), Generation: h.generation}
+	if hello.Version < minPeer || Version < hello.Min {
+		err := fmt.Errorf("handoff: %w %d/%d: the running generation speaks version %d (and needs at least %d), this binary %d (and needs at least %d)",
+			ErrIncompatible, hello.Version, Version, hello.Version, hello.Min, Version, minPeer)
+		me.Err = err.Error()
+		l.write(me, nil)
+		return err
+	}
+	r, saved, err := captureStderr()
+	if err != nil {
+		// Without the capture the parent cannot quote our last words;
+		// everything still reaches the service's stderr.
+		h.log.Warn("cannot pass stderr through the previous generation", "err", err)
+		return l.write(me, nil)
+	}
+	h.savedStderr = saved
+	err = l.write(me, r)
+	r.Close()
+	if err != nil {
+		return fmt.Errorf("handoff: answering the previous generation: %w", err)
+	}
+	h.wg.Add(1)
+	go h.listenParent(l)
+	return nil
+}
+
+// legacyParent takes over from a version 0 parent: generation number from
+// the environment, and its real stderr to put back at Ready.
+func (h *Handoff) legacyParent() {
+	if g, err := strconv.Atoi(os.Getenv(legacyGeneration)); err == nil && g > 1 {
+		h.generation = g
+	}
+	os.Unsetenv(legacyGeneration)
+	if f, err := h.tf.Fds.File(legacyStderrName); err == nil && f != nil {
+		h.legacyErr = f
+	}
+}
+
+// listenParent receives what the previous generation sends after the
+// hello: requests passed on to us.
+func (h *Handoff) listenParent(l *link) {
+	defer h.wg.Done()
+	for {
+		m, _, err := l.read(time.Time{})
+		if err != nil {
+			return
+		}
+		if m.Upgrade {
+			notify(h.forwarded)
+		}
+	}
+}
+
+func notify(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// Fail tells the previous generation why this one will not become ready
+// (its readiness check failed), for its error. It changes nothing else:
+// the process is expected to exit.
+func (h *Handoff) Fail(err error) {
+	if h.parent != nil {
+		h.parent.write(message{PID: os.Getpid(), Failed: err.Error()}, nil)
+	}
+}
+
+// Generation is this process's generation: 1 for the first, then 2, 3, …
+func (h *Handoff) Generation() int { return h.generation }
+
+// HasParent reports whether a previous generation started this process.
+func (h *Handoff) HasParent() bool { return h.tf.HasParent() }
+
+// Listener returns the listener the previous generation handed over under
+// name, or nil.
+func (h *Handoff) Listener(name string) (net.Listener, error) {
+	return h.tf.Fds.Listener(listenerNetwork, name)
+}
+
+// AddListener hands ln to the next generation under name.
+func (h *Handoff) AddListener(name string, ln net.Listener) error {
+	tl, ok := ln.(tableflip.Listener)
+	if !ok {
+		return fmt.Errorf("handoff: %T has no descriptor to hand over", ln)
+	}
+	return h.tf.Fds.AddListener(listenerNetwork, name, tl)
+}
+
+// Ready tells the previous generation that this one serves (it then stops
+// accepting and drains), after putting the real stderr back on fd 2.
+func (h *Handoff) Ready() error {
+	if h.savedStderr != nil {
+		if err := restoreStderr(h.savedStderr); err != nil {
+			h.log.Warn("restoring stderr", "err", err)
+		}
+		h.savedStderr.Close()
+		h.savedStderr = nil
+	}
+	if h.legacyErr != nil {
+		restoreStderr(h.legacyErr)
+		h.legacyErr.Close()
+		h.legacyErr = nil
+	}
+	if err := h.tf.Ready(); err != nil {
+		return fmt.Errorf("handoff: telling the previous generation: %w", err)
+	}
+	return nil
+}
+
+// WaitForParent waits until the previous generation has exited (at once
+// for the first one). An error says it ended abnormally; it is gone
+// either way. ctx bounds the wait.
+func (h *Handoff) WaitForParent(ctx context.Context) error {
+	return h.tf.WaitForParent(ctx)
+}
+
+// Hurry asks the previous generation, while it drains, to cut its drain
+// short.
+func (h *Handoff) Hurry() error {
+	if h.parent == nil {
+		if h.HasParent() {
+			return errors.New("handoff: the previous generation speaks handoff version 0, which cannot be hurried")
+		}
+		return errors.New("handoff: there is no previous generation")
+	}
+	return h.parent.write(message{Hurry: true}, nil)
+}
+
+// Hurried receives when the generation this one handed over to asks it to
+// cut its drain short.
+func (h *Handoff) Hurried() <-chan struct{} { return h.hurried }
+
+// Forwarded receives when the previous generation passes on a request to
+// upgrade that arrived while it was starting this one.
+func (h *Handoff) Forwarded() <-chan struct{} { return h.forwarded }
+
+// Forward passes a request to upgrade on to the generation this one handed
+// over to.
+func (h *Handoff) Forward() error {
+	h.mu.Lock()
+	c := h.child
+	h.mu.Unlock()
+	if c == nil {
+		return errors.New("handoff: the new generation speaks handoff version 0, which cannot take a request passed on")
+	}
+	return c.write(message{Upgrade: true}, nil)
+}
+
+// Stop ends upgrades for good: a new generation that is starting is
+// killed, and Start returns control.ErrStopped from then on.
+func (h *Handoff) Stop() {
+	h.mu.Lock()
+	h.stopped = true
+	h.mu.Unlock()
+	h.tf.Stop()
+}
+
+// Close stops (see Stop) and releases what the handoff holds: the links to
+// both neighbours and the goroutines that read them. The listeners stay
+// open (their owner closes them).
+func (h *Handoff) Close() {
+	h.Stop()
+	h.mu.Lock()
+	h.closed = true
+	c, relays := h.child, h.relays
+	h.mu.Unlock()
+	for _, r := range relays {
+		r.Close()
+	}
+	if h.parent != nil {
+		h.parent.close()
+	}
+	if c != nil {
+		c.close()
+	}
+	h.wg.Wait()
+	if h.savedStderr != nil {
+		h.savedStderr.Close()
+	}
+	if h.legacyErr != nil {
+		h.legacyErr.Close()
+	}
+}
+
+// Start starts the next generation (the binary at os.Args[0], with the
+// same arguments and the handed-over descriptors) and waits until it is
+// ready, or has failed, or the ready timeout passed, or Stop was called.
+// A failure is a *control.ChildError (its process is gone by then) that
+// carries the last lines it wrote to stderr; control.ErrStopped after
+// Stop, control.ErrUpgraded after a successful Start, control.ErrNotReady
+// before Ready.
+func (h *Handoff) Start() (Child, error) {
+	h.mu.Lock()
+	if h.stopped {
+		h.mu.Unlock()
+		return Child{}, control.ErrStopped
+	}
+	h.mu.Unlock()
+	l, peer, err := newLinkPair()
+	if err != nil {
+		return Child{}, &control.ChildError{Reason: control.ReasonStartFailed, Err: fmt.Errorf("side channel: %w", err)}
+	}
+	defer peer.Close()
+	if err := l.write(message{Version: Version, Min: minPeer, Generation: h.generation + 1}, nil); err != nil {
+		l.close()
+		return Child{}, &control.ChildError{Reason: control.ReasonStartFailed, Err: fmt.Errorf("side channel: %w", err)}
+	}
+	if err := h.tf.Fds.AddFile(sideName, peer); err != nil {
+		l.close()
+		return Child{}, &control.ChildError{Reason: control.ReasonStartFailed, Err: fmt.Errorf("side channel: %w", err)}
+	}
+	a := h.newAttempt(l)
+	err = classify(h.upgrade(), h.timeout)
+	if err != nil && h.isStopped() {
+		// After Stop, tableflip says "terminating" or "already upgraded"
+		// at random (both of its channels are closed).
+		var ce *control.ChildError
+		if !errors.As(err, &ce) {
+			err = control.ErrStopped
+		}
+	}
+	hello := a.end(err != nil)
+	if err == nil {
+		h.mu.Lock()
+		if hello.Version > 0 {
+			h.child = l
+			h.wg.Add(1)
+			go h.listenChild(l)
+		} else {
+			l.close()
+		}
+		h.mu.Unlock()
+		return Child{PID: hello.PID, Version: hello.Version}, nil
+	}
+	l.close()
+	// tableflip drops its only references to two pipe ends of the failed
+	// child (child.go: readyW, namesR) and to the side channel's previous
+	// end; they are closed by their finalizers. Collect now, so that a
+	// failing deploy does not pile up descriptors until the next GC.
+	runtime.GC()
+	var ce *control.ChildError
+	if errors.As(err, &ce) {
+		ce.Stderr = a.tail()
+		if f := a.failure(); f != "" && ce.Err == nil {
+			ce.Err = errors.New(f)
+		}
+		if hello.Err != "" {
+			ce.Reason, ce.Err = control.ReasonIncompatible, errors.New(hello.Err)
+			if ce.PID == 0 {
+				ce.PID = hello.PID
+			}
+		}
+	}
+	return Child{}, err
+}
+
+func (h *Handoff) isStopped() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.stopped
+}
+
+// upgrade is tableflip's Upgrade, minus two races in its loop, which picks
+// at random among ready channels: WaitForParent returns as soon as the
+// parent's pipe reaches EOF, but the loop learns of the parent's exit a
+// moment later and refuses an upgrade until then ("parent hasn't
+// exited"); and right after Ready it may take the request before it has
+// seen Ready ("process is not ready yet"; Start is only called after
+// Ready). Nothing was started in either case, so asking again shortly is
+// not a retry of a failed upgrade.
+func (h *Handoff) upgrade() error {
+	deadline := time.Now().Add(time.Second)
+	for {
+		err := h.tf.Upgrade()
+		c := classify(err, h.timeout)
+		if !errors.Is(c, errParentNotExited) && !errors.Is(c, control.ErrNotReady) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// listenChild receives what the generation we handed over to sends: a
+// request to hurry.
+func (h *Handoff) listenChild(l *link) {
+	defer h.wg.Done()
+	for {
+		m, _, err := l.read(time.Time{})
+		if err != nil {
+			return
+		}
+		if m.Hurry {
+			notify(h.hurried)
+		}
+	}
+}
+
+// Binary returns the path the next generation will be started from, and
+// checks that it is a regular, executable file.
+func Binary() (string, error) {
+	path := os.Args[0]
+	if !containsSlash(path) {
+		found, err := lookPath(path)
+		if err != nil {
+			return "", fmt.Errorf("binary %s: not found in $PATH", path)
+		}
+		path = found
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("binary %s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("binary %s: not a regular file", path)
+	}
+	if err := checkExecutable(path); err != nil {
+		return "", fmt.Errorf("binary %s: not executable (mode %v): %w", path, fi.Mode().Perm(), err)
+	}
+	return path, nil
+}

@@ -1,0 +1,97 @@
+package handoff
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+)
+
+// message is one datagram of the side channel (see the package doc).
+type message struct {
+	Version    int    `json:"v,omitempty"`
+	Min        int    `json:"min,omitempty"`
+	PID        int    `json:"pid,omitempty"`
+	Generation int    `json:"gen,omitempty"`
+	Err        string `json:"err,omitempty"`    // in a hello: why it cannot take over
+	Failed     string `json:"failed,omitempty"` // later: why it will not become ready
+	Hurry      bool   `json:"hurry,omitempty"`
+	Upgrade    bool   `json:"upgrade,omitempty"`
+}
+
+// maxMessage bounds a datagram; ours are far smaller.
+const maxMessage = 4096
+
+// link is one end of a side channel: a unix datagram socket connected to
+// the other generation's end.
+type link struct {
+	conn *net.UnixConn
+}
+
+func newLink(f *os.File) (*link, error) {
+	defer f.Close()
+	c, err := net.FileConn(f)
+	if err != nil {
+		return nil, err
+	}
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		c.Close()
+		return nil, fmt.Errorf("side channel is a %T, not a unix socket", c)
+	}
+	return &link{conn: uc}, nil
+}
+
+// newLinkPair returns our end of a new side channel and the file of the
+// other end, to be handed to the new generation.
+func newLinkPair() (*link, *os.File, error) {
+	ours, theirs, err := socketpair()
+	if err != nil {
+		return nil, nil, err
+	}
+	l, err := newLink(ours)
+	if err != nil {
+		theirs.Close()
+		return nil, nil, err
+	}
+	return l, theirs, nil
+}
+
+// write sends m, with f's descriptor attached if f is not nil.
+func (l *link) write(m message, f *os.File) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	var oob []byte
+	if f != nil {
+		oob = rights(f)
+	}
+	l.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _, err = l.conn.WriteMsgUnix(b, oob, nil)
+	return err
+}
+
+// read receives one message and the descriptor attached to it, if any,
+// waiting until deadline (zero: no limit).
+func (l *link) read(deadline time.Time) (message, *os.File, error) {
+	l.conn.SetReadDeadline(deadline)
+	buf, oob := make([]byte, maxMessage), make([]byte, 128)
+	n, oobn, _, _, err := l.conn.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return message{}, nil, err
+	}
+	f, ferr := parseRights(oob[:oobn])
+	var m message
+	if err := json.Unmarshal(buf[:n], &m); err != nil {
+		if f != nil {
+			f.Close()
+		}
+		return message{}, nil, fmt.Errorf("malformed side-channel message: %w", err)
+	}
+	return m, f, errors.Join(ferr)
+}
+
+func (l *link) close() { l.conn.Close() }

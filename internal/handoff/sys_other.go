@@ -1,0 +1,19 @@
+//go:build !unix
+
+package handoff
+
+import (
+	"errors"
+	"os"
+)
+
+var errUnsupported = errors.New("not supported on this platform")
+
+func closeOnExec(int)                            {}
+func checkExecutable(string) error               { return nil }
+func lookPath(file string) (string, error)       { return "", errUnsupported }
+func socketpair() (*os.File, *os.File, error)    { return nil, nil, errUnsupported }
+func rights(*os.File) []byte                     { return nil }
+func parseRights([]byte) (*os.File, error)       { return nil, nil }
+func captureStderr() (*os.File, *os.File, error) { return nil, nil, errUnsupported }
+func restoreStderr(*os.File) error               { return errUnsupported }

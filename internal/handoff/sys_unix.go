@@ -1,0 +1,112 @@
+//go:build unix
+
+package handoff
+
+import (
+	"os"
+	"os/exec"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+func closeOnExec(fd int) { syscall.CloseOnExec(fd) }
+
+func checkExecutable(path string) error { return unix.Access(path, unix.X_OK) }
+
+func lookPath(file string) (string, error) { return exec.LookPath(file) }
+
+// socketpair returns both ends of a new unix datagram socket pair, neither
+// inherited by processes started later (the new generation gets its end
+// through tableflip, which passes it explicitly).
+func socketpair() (ours, theirs *os.File, err error) {
+	syscall.ForkLock.RLock()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM, 0)
+	if err == nil {
+		unix.CloseOnExec(fds[0])
+		unix.CloseOnExec(fds[1])
+	}
+	syscall.ForkLock.RUnlock()
+	if err != nil {
+		return nil, nil, os.NewSyscallError("socketpair", err)
+	}
+	return os.NewFile(uintptr(fds[0]), "hitless-side"), os.NewFile(uintptr(fds[1]), "hitless-side"), nil
+}
+
+func rights(f *os.File) []byte {
+	var oob []byte
+	if raw, err := f.SyscallConn(); err == nil {
+		raw.Control(func(fd uintptr) { oob = unix.UnixRights(int(fd)) })
+	}
+	return oob
+}
+
+// parseRights returns the first descriptor attached to a message (closing
+// any others), or nil.
+func parseRights(oob []byte) (*os.File, error) {
+	if len(oob) == 0 {
+		return nil, nil
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil, err
+	}
+	var f *os.File
+	for _, m := range msgs {
+		fds, err := unix.ParseUnixRights(&m)
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			unix.CloseOnExec(fd)
+			if f == nil {
+				f = os.NewFile(uintptr(fd), "hitless-stderr")
+			} else {
+				unix.Close(fd)
+			}
+		}
+	}
+	return f, nil
+}
+
+// captureStderr points fd 2 at a new pipe and returns the pipe's read end
+// (for the previous generation, which relays it) and a copy of the real
+// stderr (for restoreStderr). Go's os.Stderr writes to fd 2, and so does
+// the runtime when it panics, so both go through the pipe from now on.
+func captureStderr() (r, saved *os.File, err error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer w.Close()
+	savedFD, err := unix.FcntlInt(2, unix.F_DUPFD_CLOEXEC, 3)
+	if err != nil {
+		r.Close()
+		return nil, nil, os.NewSyscallError("dup stderr", err)
+	}
+	var derr error
+	ctl(w, func(fd int) { derr = unix.Dup2(fd, 2) })
+	if derr != nil {
+		r.Close()
+		unix.Close(savedFD)
+		return nil, nil, os.NewSyscallError("dup2", derr)
+	}
+	return r, os.NewFile(uintptr(savedFD), "stderr"), nil
+}
+
+// restoreStderr puts f back on fd 2.
+func restoreStderr(f *os.File) error {
+	var err error
+	ctl(f, func(fd int) { err = unix.Dup2(fd, 2) })
+	return err
+}
+
+// ctl runs fn with f's descriptor. Control, not Fd: Fd would switch a
+// shared file to blocking mode.
+func ctl(f *os.File, fn func(fd int)) {
+	raw, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	raw.Control(func(fd uintptr) { fn(int(fd)) })
+}

@@ -1,0 +1,79 @@
+package upgrade
+
+import (
+	"context"
+	"time"
+
+	"github.com/hitlessgo/hitless/control"
+	"github.com/hitlessgo/hitless/internal/handoff"
+)
+
+// attempt carries out one upgrade and reports on started once the new
+// process is about to start (requests arriving later wait for the next
+// attempt) and on done with the outcome. ctx is cancelled when nobody
+// wants the attempt any more (every requester gave up, or Stop).
+func (u *Upgrader) attempt(ctx context.Context, started chan<- struct{}, done chan<- error) {
+	done <- u.runAttempt(ctx, started)
+}
+
+func (u *Upgrader) runAttempt(ctx context.Context, started chan<- struct{}) error {
+	select {
+	case <-u.readyDone:
+	case <-ctx.Done():
+		return u.abandoned()
+	}
+	// At most two generations: wait until the previous one has drained
+	// (the machine hurries it if a request asks).
+	if err := u.h.WaitForParent(ctx); err != nil {
+		if ctx.Err() != nil {
+			return u.abandoned()
+		}
+		u.log.Warn("previous generation ended abnormally", "err", err)
+	}
+	close(started)
+	begin := time.Now()
+	next := u.h.Generation() + 1
+	u.log.Info("upgrading")
+	u.sd.reloading(next)
+	if err := u.preflight(ctx); err != nil {
+		return err
+	}
+	child, err := u.h.Start()
+	if err != nil {
+		return err
+	}
+	u.log.Info("new generation ready; draining", "took", time.Since(begin), "new_pid", child.PID)
+	u.sd.handOver(child.PID, next)
+	return nil
+}
+
+// abandoned is the outcome of an attempt nobody wants any more.
+func (u *Upgrader) abandoned() error {
+	if isClosed(u.exit) {
+		return u.exitErr()
+	}
+	return context.Canceled
+}
+
+// preflight checks, before anything is started, that the binary the next
+// generation runs exists and is executable, then runs the application's
+// own check. A broken deploy thus fails fast with a clear error. A stop
+// ends the check at once.
+func (u *Upgrader) preflight(ctx context.Context) error {
+	binary, err := handoff.Binary()
+	if err != nil {
+		return &ChildError{Reason: control.ReasonStartFailed, Err: err}
+	}
+	if u.opts.Preflight == nil {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, u.opts.UpgradeTimeout)
+	defer cancel()
+	if err := u.opts.Preflight(cctx, binary); err != nil {
+		if ctx.Err() != nil {
+			return u.abandoned()
+		}
+		return &ChildError{Reason: control.ReasonCheckFailed, Err: err}
+	}
+	return nil
+}

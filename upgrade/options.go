@@ -1,0 +1,119 @@
+package upgrade
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"time"
+)
+
+// Defaults for Options.
+const (
+	DefaultUpgradeTimeout = time.Minute
+	DefaultDrainTimeout   = 30 * time.Second
+	// DefaultCrashLoopAfter failed upgrades in a row start the back-off.
+	DefaultCrashLoopAfter = 3
+	// DefaultCrashLoopBackoff is the first back-off period.
+	DefaultCrashLoopBackoff = 10 * time.Second
+)
+
+// Options configure an Upgrader. The zero value is usable.
+type Options struct {
+	// UpgradeTimeout is how long a new generation has to become ready
+	// before it is killed and the upgrade reported as failed. Zero or
+	// negative means DefaultUpgradeTimeout.
+	UpgradeTimeout time.Duration
+	// DrainTimeout bounds the drain in Run, after an upgrade or a stop.
+	// Zero or negative means DefaultDrainTimeout.
+	DrainTimeout time.Duration
+	// PIDFile, if set, receives the PID of the serving generation, written
+	// atomically when it is ready and before the previous generation is
+	// told so. It is checked for writability in New.
+	PIDFile string
+	// Logger receives what happens; nil means silent.
+	Logger *slog.Logger
+	// ListenConfig binds listeners that are not inherited.
+	ListenConfig net.ListenConfig
+
+	// ControlSocket, if set, is the path of a unix socket on which the
+	// service answers reload, stop and status requests (see package
+	// control and cmd/hitless). It is handed to each new generation like
+	// any listener. Its file mode is 0600, and only peers running as the
+	// service's user or as root are served (checked with the peer's
+	// credentials).
+	ControlSocket string
+	// Preflight, if set, runs before a new generation is started, with the
+	// path of the binary about to be executed; an error fails the upgrade
+	// with control.ReasonCheckFailed and nothing is started. That the
+	// binary exists and is executable is always checked first. ctx ends at
+	// UpgradeTimeout, or at once when the generation is stopped.
+	Preflight func(ctx context.Context, binary string) error
+	// ReadyCheck, if set, must pass before the generation reports ready
+	// (a readiness gate: the database answers, the certificate loads).
+	// If it fails, Ready fails, this generation takes no connection, and
+	// the previous generation, if any, reports the upgrade as failed with
+	// the check's error. It runs before the listeners accept, so it must
+	// not connect to them. ctx expires after UpgradeTimeout.
+	ReadyCheck func(ctx context.Context) error
+	// Probation makes a new generation prove itself before it takes over.
+	Probation Probation
+	// CrashLoop holds upgrades back after repeated failures.
+	CrashLoop CrashLoop
+	// FDStore, if true, keeps the listening sockets in systemd's file
+	// descriptor store (FDSTORE=1, under their logical names; the unit
+	// needs FileDescriptorStoreMax=), so that after `systemctl restart`, a
+	// crash with Restart=, or an OOM kill, the next start gets them back
+	// and connections queued meanwhile are served instead of refused. A
+	// stored socket the configuration no longer has is removed from the
+	// store. Sockets systemd passes (socket activation or the store) are
+	// used in any case.
+	FDStore bool
+}
+
+// Probation makes a new generation serve alongside the old one for a while
+// before it takes over: both accept on the shared sockets for For, and
+// only then is the old one told, which stops accepting and drains. If the
+// new generation exits, crashes or fails Check meanwhile, the upgrade
+// fails as if it had never become ready, and the old generation, which
+// never stopped serving, goes on. Probation adds to the time an upgrade
+// waits. It is the new generation's Options that count: a generation on
+// probation is the one that checks itself.
+type Probation struct {
+	// For is how long the probation lasts; zero means none.
+	For time.Duration
+	// Check, if set, is called every 100 ms during the probation; an
+	// error ends it as failed.
+	Check func(ctx context.Context) error
+}
+
+// CrashLoop refuses upgrade requests for a while (with a *BackoffError)
+// after repeated failed upgrades, instead of starting a broken binary
+// again and again.
+type CrashLoop struct {
+	// After is the number of failed upgrades in a row that starts the
+	// back-off. Zero means DefaultCrashLoopAfter; negative disables it.
+	After int
+	// Backoff is how long requests are refused after the After-th failure
+	// in a row; it doubles with each further failure, up to 16 times.
+	// Zero or negative means DefaultCrashLoopBackoff.
+	Backoff time.Duration
+}
+
+func (o Options) withDefaults() Options {
+	if o.UpgradeTimeout <= 0 {
+		o.UpgradeTimeout = DefaultUpgradeTimeout
+	}
+	if o.DrainTimeout <= 0 {
+		o.DrainTimeout = DefaultDrainTimeout
+	}
+	if o.CrashLoop.After == 0 {
+		o.CrashLoop.After = DefaultCrashLoopAfter
+	}
+	if o.CrashLoop.Backoff <= 0 {
+		o.CrashLoop.Backoff = DefaultCrashLoopBackoff
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}

@@ -1,0 +1,162 @@
+package upgrade
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/hitlessgo/hitless/readiness"
+)
+
+// systemd says what the service does, as sd_notify(3) expects, and only
+// when the service runs under systemd (NOTIFY_SOCKET). Every message
+// carries a STATUS= line an operator reads in `systemctl status`; none
+// carries what a failing new generation wrote (see ChildError.Summary).
+type systemd struct {
+	log *slog.Logger
+}
+
+func (s systemd) on() bool { return os.Getenv("NOTIFY_SOCKET") != "" }
+
+func (s systemd) notify(states ...string) {
+	if _, err := readiness.Notify(states...); err != nil {
+		s.log.Warn("telling systemd", "err", err)
+	}
+}
+
+func servingStatus(gen, pid int) string {
+	return readiness.Status(fmt.Sprintf("serving, generation %d, pid %d", gen, pid))
+}
+
+// ready: this generation serves. A new generation claims the main PID
+// itself, which needs NotifyAccess=all in the unit.
+func (s systemd) ready(gen int, claim bool) {
+	states := []string{readiness.Ready, servingStatus(gen, os.Getpid())}
+	if claim {
+		states = append([]string{readiness.MainPID(os.Getpid())}, states...)
+	}
+	s.notify(states...)
+}
+
+// reloading: an upgrade to generation next starts.
+func (s systemd) reloading(next int) {
+	s.notify(readiness.Reloading, monotonicUsec(),
+		readiness.Status(fmt.Sprintf("upgrading to generation %d (pid %d serving)", next, os.Getpid())))
+}
+
+// failed ends the reload systemd was told about (READY=1), with the truth in
+// STATUS=.
+func (s systemd) failed(status string) {
+	s.notify(readiness.Ready, readiness.Status(status))
+}
+
+// handOver tells systemd that the new generation is the main process now,
+// and waits until systemd has taken that in (BARRIER), so that it never
+// sees this process exit first and thinks the service died. The message
+// from the current main process is accepted with NotifyAccess=main too.
+func (s systemd) handOver(pid, gen int) {
+	if !s.on() {
+		return
+	}
+	if pid == 0 {
+		s.log.Warn("cannot tell systemd the new main PID: the new generation speaks handoff version 0 (it claims the main PID itself)")
+		return
+	}
+	s.notify(readiness.MainPID(pid), readiness.Ready, servingStatus(gen, pid))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := readiness.Barrier(ctx); err != nil {
+		s.log.Warn("waiting for systemd to take in the new main PID", "err", err)
+	}
+}
+
+func (s systemd) stopping() {
+	s.notify(readiness.Stopping, readiness.Status("stopping: draining"))
+}
+
+// extendStop keeps systemd's stop timeout ahead of a drain that ends at
+// deadline, however long TimeoutStopSec is (drain.Group.Heartbeat).
+func (s systemd) extendStop(deadline time.Time) func(next time.Duration) {
+	return func(next time.Duration) {
+		left := time.Until(deadline).Round(time.Second)
+		s.notify(readiness.ExtendTimeout(next), readiness.Status(fmt.Sprintf("stopping: draining, %v left", left)))
+	}
+}
+
+// store puts the listeners in systemd's fd store under their names, after
+// removing the names it no longer needs (removal goes by name, so a name
+// still in use is stored again right after).
+func (s systemd) store(listeners map[string]net.Listener, unused []string) {
+	if !s.on() {
+		return
+	}
+	for _, name := range unused {
+		line, err := readiness.FDName(name)
+		if err == nil {
+			_, err = readiness.Notify(readiness.FDStoreRemove, line)
+		}
+		if err != nil {
+			s.log.Warn("removing a socket from systemd's store", "name", name, "err", err)
+		}
+	}
+	for name, ln := range listeners {
+		sc, ok := ln.(syscall.Conn)
+		line, err := readiness.FDName(name)
+		if err == nil && !ok {
+			err = fmt.Errorf("%T has no descriptor", ln)
+		}
+		if err == nil {
+			_, err = readiness.NotifyWithFiles([]syscall.Conn{sc}, readiness.FDStore, line)
+		}
+		if err != nil {
+			s.log.Warn("storing a socket with systemd", "name", name, "err", err)
+		}
+	}
+}
+
+// watchdog pings systemd's watchdog (WatchdogSec=) from the moment this
+// generation is the main process until it hands over to the next, or, when
+// it stops, until it exits. The next generation starts pinging when it
+// becomes ready, before this one stops: there is no gap.
+type watchdog struct {
+	stop, done chan struct{}
+}
+
+func (s systemd) startWatchdog() *watchdog {
+	every, ok := readiness.WatchdogInterval()
+	if !ok || !s.on() {
+		return nil
+	}
+	w := &watchdog{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			s.notify(readiness.Watchdog)
+			select {
+			case <-tick.C:
+			case <-w.stop:
+				return
+			}
+		}
+	}()
+	return w
+}
+
+// end stops the pings. Nil-safe and idempotent.
+func (w *watchdog) end() {
+	if w == nil {
+		return
+	}
+	select {
+	case <-w.stop:
+	default:
+		close(w.stop)
+	}
+	<-w.done
+}

@@ -1,0 +1,5 @@
+//go:build !unix
+
+package upgrade
+
+func monotonicUsec() string { return "" }
