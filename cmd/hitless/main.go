@@ -3,14 +3,45 @@
 // It is meant for unit files and config management:
 //
 //	hitless reload -socket /run/app/control.sock [-timeout 2m] [-hurry]
-//	hitless stop   -socket /run/app/control.sock [-timeout 1m]
-//	hitless status -socket /run/app/control.sock [-json]
+//	hitless stop   -socket /run/app/control.sock [-timeout 2m]
+//	hitless status -socket /run/app/control.sock [-timeout 2m] [-json]
 //
 // reload exits 0 only when the new generation is ready and serving;
 // otherwise it prints why (crashed, exited with status N, not ready in
 // time, pre-flight check failed, binary missing or not executable, backing
-// off) and exits 1. stop drains the service and waits until its process is
-// gone. Usage errors exit 2.
+// off) and exits 1. -hurry asks a generation that still drains to cut its
+// drain short. stop drains the service and waits until its process is
+// gone. Any failure exits 1, usage errors exit 2. A request that reaches the
+// service only after -timeout is not carried out.
+//
+// The service must run as the same user as the command, or as root, or,
+// when the socket lies in directories only its owner and root can write
+// (such as systemd's RuntimeDirectory=), as the socket's owner; the
+// command refuses to believe any other (see package control).
+//
+// # status -json
+//
+// status -json prints one JSON object with these keys. A key whose value
+// is zero (or empty) is left out, times are RFC 3339, and keys may be added
+// in later releases but are never renamed or removed:
+//
+//	pid                   number  the serving generation's process ID
+//	generation            number  1 for the process systemd or a shell started, then 2, 3, ...
+//	state                 string  "starting", "serving", "upgrading", "draining" or "stopping"
+//	last_upgrade          string  this generation's last upgrade attempt: "ok", or what failed
+//	last_upgrade_at       string  when that attempt ended
+//	consecutive_failures  number  failed upgrades in a row
+//	backoff_until         string  while upgrades are held back after repeated failures: until when
+//
+// For example:
+//
+//	{
+//	  "pid": 31395,
+//	  "generation": 4,
+//	  "state": "serving",
+//	  "last_upgrade": "ok",
+//	  "last_upgrade_at": "2026-12-01T10:00:00.123+01:00"
+//	}
 package main
 
 import (
@@ -23,7 +54,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/hitlessgo/hitless/upgrade"
+	"github.com/hitlessgo/hitless/control"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -31,7 +62,7 @@ func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 const usage = `usage:
   hitless reload -socket PATH [-timeout D] [-hurry]
   hitless stop   -socket PATH [-timeout D]
-  hitless status -socket PATH [-json]
+  hitless status -socket PATH [-timeout D] [-json]
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -64,21 +95,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	c := upgrade.Client{Socket: *socket, Hurry: *hurry}
+	c := control.Client{Socket: *socket}
 	switch verb {
 	case "reload":
 		begin := time.Now()
-		if err := c.Reload(ctx); err != nil {
+		var opts []control.ReloadOption
+		if *hurry {
+			opts = append(opts, control.Hurry())
+		}
+		if err := c.Reload(ctx, opts...); err != nil {
 			fmt.Fprintf(stderr, "hitless reload: FAILED: %s\n", explain(err, *timeout))
 			return 1
 		}
+		took := time.Since(begin).Round(time.Millisecond)
 		st, err := c.Status(ctx)
 		if err != nil {
-			fmt.Fprintf(stdout, "hitless reload: ok after %v\n", time.Since(begin).Round(time.Millisecond))
+			fmt.Fprintf(stdout, "hitless reload: ok after %v\n", took)
 			return 0
 		}
-		fmt.Fprintf(stdout, "hitless reload: ok after %v: generation %d, pid %d, %s\n",
-			time.Since(begin).Round(time.Millisecond), st.Generation, st.PID, st.State)
+		fmt.Fprintf(stdout, "hitless reload: ok after %v: generation %d, pid %d, %s\n", took, st.Generation, st.PID, st.State)
 	case "stop":
 		if err := c.Stop(ctx); err != nil {
 			fmt.Fprintf(stderr, "hitless stop: FAILED: %s\n", explain(err, *timeout))
@@ -94,7 +129,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if *asJSON {
 			enc := json.NewEncoder(stdout)
 			enc.SetIndent("", "  ")
-			enc.Encode(st)
+			if err := enc.Encode(st); err != nil {
+				fmt.Fprintf(stderr, "hitless status: %v\n", err)
+				return 1
+			}
 			return 0
 		}
 		fmt.Fprintf(stdout, "pid %d, generation %d, %s\n", st.PID, st.Generation, st.State)
@@ -110,7 +148,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // explain says what went wrong in an operator's words.
 func explain(err error, timeout time.Duration) string {
-	var ce *upgrade.ChildError
+	var ce *control.ChildError
 	switch {
 	case errors.As(err, &ce):
 		return err.Error() + "; the old generation is still serving"

@@ -200,12 +200,17 @@ func TestReloadTellsTheTruth(t *testing.T) {
 		want   string
 	}{
 		{"crashes", script("kill -SEGV $$"), "crashed before it was ready: killed by signal SIGSEGV"},
-		{"exits", script("echo 'line one' >&2; echo 'bad config: port 70000' >&2; exit 3"), "exited with status 3 before it was ready; its last output: line one | bad config: port 70000"},
+		// A program that dies before it reaches hitless (here a script):
+		// its stderr passes through the old generation only from
+		// upgrade.New on, so the error says where its words went.
+		{"exits", script("echo 'line one' >&2; echo 'bad config: port 70000' >&2; exit 3"), "exited with status 3 before it was ready: it ended before it reached hitless (upgrade.New), so what it wrote is only in the service's log"},
 		{"hangs", script("exec sleep 60"), "was not ready within 1s and was killed"},
 		{"fails its check", []byte("#!/bin/sh\necho 'config invalid: no such port' >&2\nexit 1\n"), "pre-flight check of the new binary failed"},
 		{"is missing", nil, "no such file or directory"},
 		{"is not executable", []byte("not a program"), "not executable"},
-		{"fails its readiness gate", nil, "exited with status 1 before it was ready; its last output: upgrade: readiness check failed: stat " + gate + ": no such file or directory"},
+		// The new generation says why over the side channel, and its
+		// stderr carries its own words too.
+		{"fails its readiness gate", nil, "exited with status 1 before it was ready: upgrade: readiness check failed: stat " + gate + ": no such file or directory; its last output: "},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			switch {

@@ -2,7 +2,7 @@
 // the way tableflip's README and its http_example_test.go show: on SIGHUP
 // Upgrade, after Exit http.Server.Shutdown with a 30 s limit, and no
 // lame-duck handling. It is the yardstick the hitless library is measured
-// against (internal/harness's TestBaselineTableflipFailures), so it must
+// against (internal/harness's TestCompareWithTableflipBaseline), so it must
 // stay the textbook pattern: do not fix its draining here.
 //
 // Its handlers match the library's examples:

@@ -38,7 +38,7 @@ func (h *Handoff) newAttempt(l *link) *attempt {
 func (a *attempt) listen() {
 	defer a.h.wg.Done()
 	defer close(a.heard)
-	m, f, err := a.l.read(time.Time{})
+	m, f, err := a.l.read()
 	if err != nil {
 		return
 	}
@@ -47,7 +47,7 @@ func (a *attempt) listen() {
 		a.startRelay(f)
 	}
 	for {
-		m, f, err := a.l.read(time.Time{})
+		m, f, err := a.l.read()
 		if err != nil {
 			return
 		}

@@ -93,6 +93,10 @@ const (
 	tableflipMarker = "TABLEFLIP_HAS_PARENT_7DIU3"
 )
 
+// errNoHello explains a new generation that ended without a word on the
+// side channel.
+var errNoHello = errors.New("it ended before it reached hitless (upgrade.New), so what it wrote is only in the service's log")
+
 // ErrIncompatible matches the error of a new generation that cannot work
 // with its parent's handoff version, or the other way round.
 var ErrIncompatible = errors.New("incompatible handoff version")
@@ -224,7 +228,9 @@ func (h *Handoff) greetParent() error {
 		return fmt.Errorf("handoff: side channel: %w", err)
 	}
 	h.parent = l
-	hello, _, err := l.read(time.Now().Add(5 * time.Second))
+	l.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	hello, _, err := l.read()
+	l.conn.SetReadDeadline(time.Time{})
 	if err != nil {
 		return fmt.Errorf("handoff: reading the previous generation's hello: %w", err)
 	}
@@ -274,7 +280,7 @@ func (h *Handoff) legacyParent() {
 func (h *Handoff) listenParent(l *link) {
 	defer h.wg.Done()
 	for {
-		m, _, err := l.read(time.Time{})
+		m, _, err := l.read()
 		if err != nil {
 			return
 		}
@@ -476,6 +482,12 @@ func (h *Handoff) Start() (Child, error) {
 	var ce *control.ChildError
 	if errors.As(err, &ce) {
 		ce.Stderr = a.tail()
+		if hello.PID == 0 && ce.Reason == control.ReasonExited && ce.Err == nil {
+			// Its stderr passes through us only from its New on; what it
+			// wrote before (a flag it did not know, a config it could not
+			// read) went straight to the service's stderr.
+			ce.Err = errNoHello
+		}
 		if f := a.failure(); f != "" && ce.Err == nil {
 			ce.Err = errors.New(f)
 		}
@@ -520,7 +532,7 @@ func (h *Handoff) upgrade() error {
 func (h *Handoff) listenChild(l *link) {
 	defer h.wg.Done()
 	for {
-		m, _, err := l.read(time.Time{})
+		m, _, err := l.read()
 		if err != nil {
 			return
 		}

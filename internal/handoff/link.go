@@ -74,10 +74,10 @@ func (l *link) write(m message, f *os.File) error {
 	return err
 }
 
-// read receives one message and the descriptor attached to it, if any,
-// waiting until deadline (zero: no limit).
-func (l *link) read(deadline time.Time) (message, *os.File, error) {
-	l.conn.SetReadDeadline(deadline)
+// read receives one message and the descriptor attached to it, if any. It
+// leaves the read deadline alone: whoever wants to end a read sets one
+// (a reader that set it itself could undo an end it raced with).
+func (l *link) read() (message, *os.File, error) {
 	buf, oob := make([]byte, maxMessage), make([]byte, 128)
 	n, oobn, _, _, err := l.conn.ReadMsgUnix(buf, oob)
 	if err != nil {

@@ -1,0 +1,5 @@
+//go:build !unix
+
+package proc
+
+func privateOwner(string) (int, error) { return -1, ErrNotSupported }
