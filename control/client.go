@@ -204,6 +204,40 @@ func (c Client) do(ctx context.Context, req ctlproto.Request) (ctlproto.Response
 	defer stop()
 
 	_, werr := conn.Write(req.Marshal())
+	resp, err := c.read(ctx, conn, req, werr)
+	if err == nil && resp.Code == ctlproto.CodeMalformed && strings.Contains(resp.Error, `unknown field "deadline_unix_ms"`) && req.TimeoutMS == 0 {
+		// A service of the previous release (wire version 0): ask again
+		// the way it understands, with a relative timeout.
+		conn.Close()
+		legacy := ctlproto.Request{Verb: req.Verb, Hurry: req.Hurry}
+		if req.Verb == ctlproto.VerbReload {
+			legacy.TimeoutMS = max(time.Until(deadline).Milliseconds(), 1)
+		}
+		return c.doLegacy(ctx, legacy, deadline)
+	}
+	return resp, err
+}
+
+// doLegacy sends a request in the previous release's form.
+func (c Client) doLegacy(ctx context.Context, req ctlproto.Request, deadline time.Time) (ctlproto.Response, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.Socket)
+	if err != nil {
+		return ctlproto.Response{}, fmt.Errorf("control: control socket %s: %w", c.Socket, err)
+	}
+	defer conn.Close()
+	if err := checkServer(conn.(*net.UnixConn), c.Socket); err != nil {
+		return ctlproto.Response{}, err
+	}
+	conn.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(aLongTimeAgo) })
+	defer stop()
+	_, werr := conn.Write(req.Marshal())
+	return c.read(ctx, conn, req, werr)
+}
+
+// read reads the answer to req.
+func (c Client) read(ctx context.Context, conn net.Conn, req ctlproto.Request, werr error) (ctlproto.Response, error) {
 	// Even when the write failed, the service may have answered (a
 	// refusal is written before the request is read); its answer says
 	// more than the write error.

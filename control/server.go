@@ -290,7 +290,7 @@ func (s *Server) handle(c net.Conn) {
 	// checked before anything else; client and server read the same
 	// clock.
 	now := time.Now()
-	deadline := req.Deadline()
+	deadline := req.Deadline(now)
 	if !now.Before(deadline) {
 		late := now.Sub(deadline).Round(time.Millisecond)
 		log.Warn("control socket: dropped a request that arrived after its deadline", "verb", req.Verb, "late", late)

@@ -150,7 +150,6 @@ func TestMalformedRequests(t *testing.T) {
 		{"unknown verb", `{"verb":"rm -rf","deadline_unix_ms":1}` + "\n", "unknown verb", false},
 		{"unknown field", `{"verb":"status","sudo":true}` + "\n", "unknown field", false},
 		{"key case", `{"verb":"status","Verb":"stop"}` + "\n", `unknown field \"Verb\"`, false},
-		{"no deadline", `{"verb":"stop"}` + "\n", "no deadline_unix_ms", false},
 		{"oversized", strings.Repeat("a", 10000) + "\n", "longer than 4096 bytes", false},
 		{"no newline", strings.TrimSuffix(request("status", future), "\n"), "reading the request: EOF", true},
 		{"silent", "", "reading the request", false},

@@ -84,9 +84,11 @@ func childWire(ce *ChildError) (string, *ctlproto.Child) {
 		code = ctlproto.CodeInternal
 	}
 	c := &ctlproto.Child{PID: ce.PID, ExitStatus: ce.ExitStatus, Signal: int(ce.Signal),
-		TimeoutNS: int64(ce.Timeout), Stderr: ce.Stderr}
+		TimeoutNS: int64(ce.Timeout), Stderr: ce.Stderr,
+		Reason: code, TimeoutMS: ce.Timeout.Milliseconds()}
 	if ce.Err != nil {
 		c.Cause = ce.Err.Error()
+		c.Detail = c.Cause
 	}
 	return code, c
 }
@@ -94,8 +96,14 @@ func childWire(ce *ChildError) (string, *ctlproto.Child) {
 func childFromWire(reason Reason, c *ctlproto.Child) *ChildError {
 	ce := &ChildError{Reason: reason, PID: c.PID, ExitStatus: c.ExitStatus,
 		Signal: syscall.Signal(c.Signal), Timeout: time.Duration(c.TimeoutNS), Stderr: c.Stderr}
-	if c.Cause != "" {
+	if ce.Timeout == 0 && c.TimeoutMS > 0 { // a previous release's server
+		ce.Timeout = time.Duration(c.TimeoutMS) * time.Millisecond
+	}
+	switch {
+	case c.Cause != "":
 		ce.Err = errors.New(c.Cause)
+	case c.Detail != "":
+		ce.Err = errors.New(c.Detail)
 	}
 	return ce
 }

@@ -101,11 +101,29 @@ type Request struct {
 	// whose milliseconds-to-Duration conversion could overflow past the
 	// range check (review L4); a deadline is compared as milliseconds and
 	// never converted.
-	DeadlineUnixMS int64 `json:"deadline_unix_ms"`
+	DeadlineUnixMS int64 `json:"deadline_unix_ms,omitempty"`
+	// TimeoutMS is how the previous release's clients (wire version 0)
+	// bound a reload: relative to when the server reads the request, 0
+	// to MaxTimeout, zero meaning the server's default. A request has it
+	// or DeadlineUnixMS, never both; one with neither is such a client's
+	// stop or status. Those requests are served, without the protection
+	// of an absolute deadline, so that a service and the hitless command
+	// need not be upgraded together.
+	TimeoutMS int64 `json:"timeout_ms,omitempty"`
 }
 
-// Deadline returns DeadlineUnixMS as a time.
-func (r Request) Deadline() time.Time { return time.UnixMilli(r.DeadlineUnixMS) }
+// Deadline returns when the request's client stops waiting: its
+// DeadlineUnixMS, or, for a client of the previous release, TimeoutMS (or
+// MaxTimeout) after now, the moment the request was read.
+func (r Request) Deadline(now time.Time) time.Time {
+	switch {
+	case r.DeadlineUnixMS > 0:
+		return time.UnixMilli(r.DeadlineUnixMS)
+	case r.TimeoutMS > 0:
+		return now.Add(time.Duration(r.TimeoutMS) * time.Millisecond)
+	}
+	return now.Add(MaxTimeout)
+}
 
 // ParseRequest parses one request line (with or without its newline). On
 // error the Request is zero and the error wraps ErrMalformed. It does not
@@ -136,7 +154,7 @@ func parseRequest(line []byte) (Request, error) {
 	// first thing an operator typing JSON by hand would have to fix.
 	for key := range fields {
 		switch key {
-		case "verb", "hurry", "deadline_unix_ms":
+		case "verb", "hurry", "deadline_unix_ms", "timeout_ms":
 		default:
 			return r, fmt.Errorf("unknown field %q", key)
 		}
@@ -162,8 +180,22 @@ func parseRequest(line []byte) (Request, error) {
 		}
 	}
 	raw, ok = fields["deadline_unix_ms"]
-	if !ok {
-		return r, errors.New("no deadline_unix_ms (is the client older than the service?)")
+	legacy, isLegacy := fields["timeout_ms"]
+	switch {
+	case ok && isLegacy:
+		return r, errors.New("both deadline_unix_ms and timeout_ms")
+	case isLegacy:
+		if err := decodeValue(legacy, &r.TimeoutMS); err != nil {
+			return r, fmt.Errorf("timeout_ms: %v", err)
+		}
+		// Compared in milliseconds: converting first could overflow
+		// past the check (review L4).
+		if r.TimeoutMS < 0 || r.TimeoutMS > MaxTimeout.Milliseconds() {
+			return r, fmt.Errorf("timeout_ms %d out of range (0 to %d)", r.TimeoutMS, MaxTimeout.Milliseconds())
+		}
+		return r, nil
+	case !ok:
+		return r, nil // a previous release's stop or status
 	}
 	if err := decodeValue(raw, &r.DeadlineUnixMS); err != nil {
 		return r, fmt.Errorf("deadline_unix_ms: %v", err)
@@ -260,6 +292,12 @@ type Child struct {
 	Cause string `json:"cause,omitempty"`
 	// Stderr is the last output the new generation wrote.
 	Stderr string `json:"stderr,omitempty"`
+	// Reason, Detail and TimeoutMS repeat the response's Code, Cause and
+	// TimeoutNS for clients of the previous release (wire version 0),
+	// which read these.
+	Reason    string `json:"reason,omitempty"`
+	Detail    string `json:"detail,omitempty"`
+	TimeoutMS int64  `json:"timeout_ms,omitempty"`
 }
 
 // Backoff is the wire form of a back-off refusal.

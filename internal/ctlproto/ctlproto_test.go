@@ -30,7 +30,16 @@ func TestParseRequest(t *testing.T) {
 		{"blank", "   \n", Request{}, "empty"},
 		{"unknown verb", `{"verb":"explode"` + dl + `}`, Request{}, "unknown verb"},
 		{"unknown field", `{"verb":"reload","x":1` + dl + `}`, Request{}, `unknown field "x"`},
-		{"old timeout_ms", `{"verb":"reload","timeout_ms":5000}`, Request{}, `unknown field "timeout_ms"`},
+		// A client of the previous release (wire version 0) is served.
+		{"old timeout_ms", `{"verb":"reload","timeout_ms":5000}`, Request{Verb: "reload", TimeoutMS: 5000}, ""},
+		{"old timeout_ms zero", `{"verb":"reload","timeout_ms":0}`, Request{Verb: "reload"}, ""},
+		{"old largest timeout_ms", `{"verb":"reload","timeout_ms":3600000}`, Request{Verb: "reload", TimeoutMS: 3600000}, ""},
+		{"old stop without a deadline", `{"verb":"stop"}`, Request{Verb: "stop"}, ""},
+		{"old timeout_ms past the range", `{"verb":"reload","timeout_ms":3600001}`, Request{}, "out of range"},
+		{"old timeout_ms MaxInt64", `{"verb":"reload","timeout_ms":9223372036854775807}`, Request{}, "out of range"},
+		{"old timeout_ms overflowing into 192µs", `{"verb":"reload","timeout_ms":9223372036854776}`, Request{}, "out of range"},
+		{"old negative timeout_ms", `{"verb":"reload","timeout_ms":-1}`, Request{}, "out of range"},
+		{"both timeout and deadline", `{"verb":"reload","timeout_ms":5` + dl + `}`, Request{}, "both"},
 		{"key case differs", `{"verb":"status","Verb":"stop"` + dl + `}`, Request{}, `unknown field "Verb"`},
 		{"key given twice", `{"verb":"status","verb":"stop"` + dl + `}`, Request{}, `field "verb" given twice`},
 		{"key given twice, escaped", `{"verb":"status","v\u0065rb":"stop"` + dl + `}`, Request{}, `given twice`},
@@ -39,7 +48,6 @@ func TestParseRequest(t *testing.T) {
 		{"verb not a string", `{"verb":1` + dl + `}`, Request{}, "verb: json"},
 		{"null hurry", `{"verb":"reload","hurry":null` + dl + `}`, Request{}, "hurry: null"},
 		{"hurry on status", `{"verb":"status","hurry":true` + dl + `}`, Request{}, "hurry applies to reload only"},
-		{"no deadline", `{"verb":"stop"}`, Request{}, "no deadline_unix_ms"},
 		{"zero deadline", `{"verb":"stop","deadline_unix_ms":0}`, Request{}, "out of range"},
 		{"negative deadline", `{"verb":"stop","deadline_unix_ms":-1}`, Request{}, "out of range"},
 		{"deadline past the range", `{"verb":"stop","deadline_unix_ms":253402300800000}`, Request{}, "out of range"},
@@ -159,6 +167,7 @@ func FuzzParseRequest(f *testing.F) {
 var (
 	minDeadline    = big.NewInt(1)
 	maxDeadline, _ = new(big.Int).SetString("253402300799999", 10)
+	maxTimeoutMS   = big.NewInt(3600000)
 )
 
 // oracle says whether in is a valid request, and what it asks.
@@ -200,11 +209,24 @@ func oracle(in []byte) (Request, bool) {
 				return Request{}, false
 			}
 			r.DeadlineUnixMS = n.Int64()
+		case "timeout_ms": // the previous release's clients
+			num, ok := v.(json.Number)
+			if !ok {
+				return Request{}, false
+			}
+			n, ok := new(big.Int).SetString(string(num), 10)
+			if !ok || n.Sign() < 0 || n.Cmp(maxTimeoutMS) > 0 {
+				return Request{}, false
+			}
+			r.TimeoutMS = n.Int64()
+			if _, both := m["deadline_unix_ms"]; both {
+				return Request{}, false
+			}
 		default:
 			return Request{}, false
 		}
 	}
-	if r.Verb == "" || r.DeadlineUnixMS == 0 || r.Hurry && r.Verb != "reload" {
+	if r.Verb == "" || r.Hurry && r.Verb != "reload" {
 		return Request{}, false
 	}
 	return r, true

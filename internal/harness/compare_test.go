@@ -185,12 +185,18 @@ func failures(r loadgen.Result) string {
 //
 //	go test -run '^$' -bench Handshake -benchtime 50x ./internal/harness/
 //
-// The difference is what the library adds to an upgrade.
+// The difference is what the library adds to an upgrade. With
+// HITLESS_HANDSHAKE_PREVIOUS naming an examples/http binary built from
+// another release, that one runs alongside ("hitless-previous").
 func BenchmarkHandshake(b *testing.B) {
-	for _, s := range []struct{ name, bin string }{
+	servers := []struct{ name, bin string }{
 		{"tableflip-readme", baselineBinary(b)},
 		{"hitless", exampleBinary(b)},
-	} {
+	}
+	if prev := os.Getenv("HITLESS_HANDSHAKE_PREVIOUS"); prev != "" {
+		servers = append(servers, struct{ name, bin string }{"hitless-previous", prev})
+	}
+	for _, s := range servers {
 		b.Run(s.name, func(b *testing.B) {
 			addr, err := FreeTCPAddr()
 			if err != nil {
@@ -198,7 +204,7 @@ func BenchmarkHandshake(b *testing.B) {
 			}
 			pidFile := filepath.Join(b.TempDir(), "pid")
 			args := []string{"-addr", addr, "-pidfile", pidFile}
-			if s.name == "hitless" {
+			if strings.HasPrefix(s.name, "hitless") {
 				args = append(args, "-preflight=false")
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
