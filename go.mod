@@ -1,6 +1,6 @@
 module github.com/hitlessgo/hitless
 
-go 1.26.8
+go 1.26.0
 
 require (
 	github.com/cloudflare/tableflip v1.2.3
