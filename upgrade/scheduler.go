@@ -142,134 +142,171 @@ func (u *Upgrader) settle() {
 	}
 }
 
+// loop is the scheduler's goroutine: it turns what happens into events
+// for the queue.Machine, and carries out the actions those return.
 func (s *scheduler) loop(u *Upgrader) {
 	defer close(s.done)
-	m := queue.New(queue.Config{CrashLoopAfter: u.opts.CrashLoop.After, CrashLoopBackoff: u.opts.CrashLoop.Backoff})
-	var (
-		waiting  = map[queue.ID]request{}
-		settlers = map[queue.ID]chan struct{}{}
-		nextID   = ^queue.ID(0) // settle and forwarded ids count down, requests up
-		cancel   context.CancelFunc
-		started  <-chan struct{}
-		done     <-chan error
-		exit     = u.exit
-		stop     <-chan struct{}
-		canceled bool
-	)
+	l := &loop{u: u, s: s,
+		m:       queue.New(queue.Config{CrashLoopAfter: u.opts.CrashLoop.After, CrashLoopBackoff: u.opts.CrashLoop.Backoff}),
+		waiting: map[queue.ID]request{}, settlers: map[queue.ID]chan struct{}{},
+		nextID: ^queue.ID(0), // settle and passed-on ids count down, requests up
+	}
+	exit := u.exit
+	var stop <-chan struct{} // enabled once exited and no attempt reports
 	for {
 		now := time.Now()
 		var acts []queue.Action
 		select {
 		case r := <-s.requests:
-			waiting[r.id] = r
-			if r.reply == nil {
-				u.log.Info("upgrade requested")
-			}
-			acts = m.Request(now, queue.Request{ID: r.id, Async: r.reply == nil, Hurry: r.hurry})
+			acts = l.request(now, r)
 		case <-u.h.Forwarded():
 			u.log.Info("the previous generation passed on an upgrade request that arrived while it started this one")
-			id := nextID
-			nextID--
-			waiting[id] = request{id: id}
-			acts = m.Request(now, queue.Request{ID: id, Async: true})
+			acts = l.request(now, request{id: l.newID()})
 		case id := <-s.giveUps:
-			delete(waiting, id)
-			acts = m.GiveUp(now, id)
+			delete(l.waiting, id)
+			acts = l.m.GiveUp(now, id)
 		case c := <-s.settles:
-			id := nextID
-			nextID--
-			settlers[id] = c
-			acts = m.Settle(now, id)
-		case <-started:
-			started = nil
-			acts = m.Started(now)
-		case err := <-done:
-			done, started = nil, nil
-			cancel()
-			var ce *control.ChildError
-			counts := !canceled && errors.As(err, &ce)
-			if err == nil {
-				// Before anyone hears of the success: from now on the new
-				// generation answers the control socket, and this one
-				// drains.
-				u.control.stopAccepting()
-				u.upgraded.Store(true)
-				u.finish()
-			}
-			acts = m.Done(now, err, counts)
-			if err != nil && !canceled {
-				u.reportFailure(err, m.Status())
-			}
-			canceled = false
+			id := l.newID()
+			l.settlers[id] = c
+			acts = l.m.Settle(now, id)
+		case <-l.started:
+			l.started = nil
+			acts = l.m.Started(now)
+		case err := <-l.done:
+			acts = l.attemptDone(now, err)
 			if exit == nil {
 				stop = s.stop // release may have asked while it ran
 			}
 		case <-exit:
-			exit = nil
-			stop = s.stop
-			acts = m.Exit(now)
+			exit, stop = nil, s.stop
+			acts = l.m.Exit(now)
 		case <-stop:
-			if done == nil {
-				for _, c := range settlers {
+			if l.done == nil {
+				for _, c := range l.settlers {
 					close(c)
 				}
 				return
 			}
-			stop = nil // again once the attempt has reported (see done)
+			stop = nil // again once the attempt has reported
 		}
 		for _, a := range acts {
-			switch a.Kind {
-			case queue.Start:
-				cancel, started, done = u.startAttempt()
-			case queue.Hurry:
-				if err := u.h.Hurry(); err != nil {
-					u.log.Warn("could not hurry the previous generation", "err", err)
-				} else {
-					u.log.Info("asked the previous generation to cut its drain short")
-				}
-			case queue.Cancel:
-				canceled = true
-				cancel()
-			case queue.Reply:
-				for _, id := range a.IDs {
-					if r, ok := waiting[id]; ok {
-						delete(waiting, id)
-						if r.reply != nil {
-							r.reply <- a.Err
-						} else if errors.Is(a.Err, ErrBackoff) {
-							u.log.Warn("upgrade refused: backing off after repeated failures", "err", a.Err)
-						}
-					}
-				}
-			case queue.Forward:
-				signalled := false
-				for _, id := range a.IDs {
-					r := waiting[id]
-					delete(waiting, id)
-					if r.reply != nil {
-						r.reply <- errPassedOn
-						continue
-					}
-					if signalled {
-						continue
-					}
-					signalled = true
-					if err := u.h.Forward(); err != nil {
-						u.log.Warn("passing an upgrade request on to the new generation", "err", err)
-					} else {
-						u.log.Info("passed an upgrade request that arrived meanwhile on to the new generation")
-					}
-				}
-			case queue.Settled:
-				for _, id := range a.IDs {
-					if c, ok := settlers[id]; ok {
-						close(c)
-						delete(settlers, id)
-					}
-				}
+			l.apply(a)
+		}
+		u.updateStatus(l.m.Status())
+	}
+}
+
+// loop is the state of the scheduler's goroutine, which alone touches it.
+type loop struct {
+	u        *Upgrader
+	s        *scheduler
+	m        *queue.Machine
+	waiting  map[queue.ID]request       // requests the machine has not answered
+	settlers map[queue.ID]chan struct{} // settle calls waiting for no attempt
+	nextID   queue.ID
+
+	// The attempt in progress, if any.
+	cancel   context.CancelFunc
+	started  <-chan struct{}
+	done     <-chan error
+	canceled bool
+}
+
+func (l *loop) newID() queue.ID {
+	id := l.nextID
+	l.nextID--
+	return id
+}
+
+func (l *loop) request(now time.Time, r request) []queue.Action {
+	l.waiting[r.id] = r
+	if r.reply == nil {
+		l.u.log.Info("upgrade requested")
+	}
+	return l.m.Request(now, queue.Request{ID: r.id, Async: r.reply == nil, Hurry: r.hurry})
+}
+
+func (l *loop) attemptDone(now time.Time, err error) []queue.Action {
+	u := l.u
+	l.cancel()
+	l.cancel, l.started, l.done = nil, nil, nil
+	var ce *control.ChildError
+	counts := !l.canceled && errors.As(err, &ce)
+	if err == nil {
+		// Before anyone hears of the success: from now on the new
+		// generation answers the control socket, and this one drains.
+		u.control.stopAccepting()
+		u.upgraded.Store(true)
+		u.finish()
+	}
+	acts := l.m.Done(now, err, counts)
+	if err != nil && !l.canceled {
+		u.reportFailure(err, l.m.Status())
+	}
+	l.canceled = false
+	return acts
+}
+
+// apply carries out one action of the machine.
+func (l *loop) apply(a queue.Action) {
+	u := l.u
+	switch a.Kind {
+	case queue.Start:
+		l.cancel, l.started, l.done = u.startAttempt()
+	case queue.Hurry:
+		if err := u.h.Hurry(); err != nil {
+			u.log.Warn("could not hurry the previous generation", "err", err)
+		} else {
+			u.log.Info("asked the previous generation to cut its drain short")
+		}
+	case queue.Cancel:
+		l.canceled = true
+		l.cancel()
+	case queue.Reply:
+		for _, id := range a.IDs {
+			r, ok := l.waiting[id]
+			delete(l.waiting, id)
+			switch {
+			case ok && r.reply != nil:
+				r.reply <- a.Err
+			case ok && errors.Is(a.Err, ErrBackoff):
+				u.log.Warn("upgrade refused: backing off after repeated failures", "err", a.Err)
 			}
 		}
-		u.updateStatus(m.Status())
+	case queue.Forward:
+		l.forward(a.IDs)
+	case queue.Settled:
+		for _, id := range a.IDs {
+			if c, ok := l.settlers[id]; ok {
+				close(c)
+				delete(l.settlers, id)
+			}
+		}
+	}
+}
+
+// forward passes requests that arrived while a successful upgrade ran on
+// to the new generation: a waiting requester is told to ask it (the
+// control socket's client does), and the new generation itself is asked
+// once, over the side channel, for those nobody waits for (signals).
+func (l *loop) forward(ids []queue.ID) {
+	asked := false
+	for _, id := range ids {
+		r := l.waiting[id]
+		delete(l.waiting, id)
+		if r.reply != nil {
+			r.reply <- errPassedOn
+			continue
+		}
+		if asked {
+			continue
+		}
+		asked = true
+		if err := l.u.h.Forward(); err != nil {
+			l.u.log.Warn("passing an upgrade request on to the new generation", "err", err)
+		} else {
+			l.u.log.Info("passed an upgrade request that arrived meanwhile on to the new generation")
+		}
 	}
 }
 
