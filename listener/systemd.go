@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -27,8 +28,17 @@ const maxListenFDs = 4096
 // variables are then meant for another one). Either way it removes
 // LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES from the environment, so that
 // processes started later, including the next generation, never see them.
+//
 // Malformed variables are an error wrapping ErrBadEnvironment, and no
-// descriptor is taken.
+// descriptor is taken. So is a LISTEN_FDS that counts a descriptor that is
+// not an open socket (what sd_is_socket(3) checks): a closed one, a file,
+// a pipe. Such a descriptor number is not systemd's to give: it is free, or
+// the process's own (the Go runtime's epoll descriptor and the cgroup
+// files it reads its CPU limit from, a log file), and a Set would later
+// close it as unused. The error names the descriptor and what it is, and
+// none of the descriptors is wrapped, closed or marked close-on-exec.
+// Descriptors of ListenFIFO=, ListenSpecial= or ListenMessageQueue= are
+// refused the same way: a Set serves sockets only.
 func FromSystemd() (map[string][]*os.File, error) {
 	pid, fds, names := os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDS"), os.Getenv("LISTEN_FDNAMES")
 	os.Unsetenv("LISTEN_PID")
@@ -36,6 +46,11 @@ func FromSystemd() (map[string][]*os.File, error) {
 	os.Unsetenv("LISTEN_FDNAMES")
 	named, err := parseListenEnv(pid, fds, names, os.Getpid())
 	if err != nil || named == nil {
+		return nil, err
+	}
+	// Every number is checked before any is taken: on failure, nothing
+	// about any of them has changed (security review 2026-12-01, L3).
+	if err := checkSockets(named, fds, fdKind); err != nil {
 		return nil, err
 	}
 	out := make(map[string][]*os.File, len(named))
@@ -48,8 +63,54 @@ func FromSystemd() (map[string][]*os.File, error) {
 	return out, nil
 }
 
+// checkSockets returns an error wrapping ErrBadEnvironment unless kind
+// says that every descriptor in named is a socket. It names the lowest
+// descriptor that is not, says what it is, and how many others are not
+// either. fdsVar is LISTEN_FDS, for the message.
+func checkSockets(named map[string][]int, fdsVar string, kind func(fd int) (socket bool, what string)) error {
+	var all []int
+	for _, nums := range named {
+		all = append(all, nums...)
+	}
+	slices.Sort(all)
+	first, firstWhat, bad := -1, "", 0
+	for _, fd := range all {
+		socket, what := kind(fd)
+		if socket {
+			continue
+		}
+		if bad == 0 {
+			first, firstWhat = fd, what
+		}
+		bad++
+	}
+	if bad == 0 {
+		return nil
+	}
+	span := fmt.Sprintf("descriptors %d to %d", all[0], all[len(all)-1])
+	if len(all) == 1 {
+		span = fmt.Sprintf("descriptor %d", all[0])
+	}
+	detail := fmt.Sprintf("LISTEN_FDS=%s counts %s, but %d is %s", fdsVar, span, first, firstWhat)
+	if firstWhat != fdNotOpen {
+		detail += ", not a socket"
+	}
+	if bad > 1 {
+		detail += fmt.Sprintf(" (%d of the %d are not open sockets)", bad, len(all))
+	}
+	return fmt.Errorf("%w: %s; no descriptor was taken", ErrBadEnvironment, detail)
+}
+
 // parseListenEnv checks the LISTEN_* variables and returns the descriptor
 // numbers by name, or nil when they are not for pid.
+//
+// LISTEN_PID and LISTEN_FDS are decimal integers as strconv.Atoi reads
+// them: an optional sign, then digits (leading zeros allowed), nothing
+// else — no spaces. LISTEN_PID must be positive; LISTEN_FDS from 0 to
+// maxListenFDs. LISTEN_FDNAMES, if set, has exactly LISTEN_FDS
+// ':'-separated names; an empty one is "unknown", and names may repeat
+// (the descriptors then share the name). Without LISTEN_PID and LISTEN_FDS
+// nothing was passed; LISTEN_FDNAMES alone is ignored, as systemd does.
 func parseListenEnv(pidVar, fdsVar, namesVar string, pid int) (map[string][]int, error) {
 	if pidVar == "" && fdsVar == "" {
 		return nil, nil

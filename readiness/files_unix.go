@@ -15,9 +15,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// go-systemd sends notify messages but cannot attach file descriptors,
-// which FDSTORE and BARRIER need; these functions send with sendmsg and
-// SCM_RIGHTS themselves.
+// Messages are sent with sendmsg (and SCM_RIGHTS for the descriptors that
+// FDSTORE and BARRIER attach), without blocking: a systemd that does not
+// read its notify socket (its queue holds about ten datagrams) must not
+// stop the service, which would otherwise hang in a write at STOPPING=1.
 
 // NotifyWithFiles sends the state lines with the given files (sockets,
 // pipes) attached, as FDSTORE=1 needs. It reports whether the message was
@@ -43,12 +44,36 @@ func NotifyWithFiles(files []syscall.Conn, states ...string) (bool, error) {
 	}
 	msg := strings.Join(states, "\n")
 	if err := sendmsg(addr, msg, fds); err != nil {
-		return false, fmt.Errorf("readiness: notify %q: %w", msg, err)
+		return false, fmt.Errorf("readiness: notify %q to NOTIFY_SOCKET=%s: %w", msg, addr, err)
 	}
 	return true, nil
 }
 
+// notifyTimeout bounds how long a message waits for room in systemd's
+// notify queue.
+const notifyTimeout = time.Second
+
+// ErrNotifyFull wraps the error of a message systemd did not take in
+// within notifyTimeout: it is not reading its notify socket.
+var ErrNotifyFull = errors.New("systemd is not reading its notify socket (queue full)")
+
+// sendmsg sends msg (and fds) to the notify socket at addr, waiting at most
+// notifyTimeout for room in its queue.
 func sendmsg(addr, msg string, fds []int) error {
+	deadline := time.Now().Add(notifyTimeout)
+	for {
+		err := sendmsgOnce(addr, msg, fds)
+		if !errors.Is(err, unix.EAGAIN) {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: %v", ErrNotifyFull, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func sendmsgOnce(addr, msg string, fds []int) error {
 	// An unconnected socket and sendmsg with the address: WriteMsgUnix on
 	// a connected datagram socket is refused by Go.
 	syscall.ForkLock.RLock()
@@ -66,7 +91,7 @@ func sendmsg(addr, msg string, fds []int) error {
 		oob = unix.UnixRights(fds...)
 	}
 	// A leading '@' names an abstract socket; x/sys/unix maps it.
-	return unix.Sendmsg(s, []byte(msg), oob, &unix.SockaddrUnix{Name: addr}, 0)
+	return unix.Sendmsg(s, []byte(msg), oob, &unix.SockaddrUnix{Name: addr}, unix.MSG_DONTWAIT)
 }
 
 // dupConn returns a duplicate of c's descriptor, which the caller closes.

@@ -1,11 +1,8 @@
 package readiness
 
 import (
-	"fmt"
 	"strconv"
 	"strings"
-
-	"github.com/coreos/go-systemd/v22/daemon"
 )
 
 // State lines of the notify protocol, as documented in sd_notify(3).
@@ -40,15 +37,9 @@ func MainPID(pid int) string {
 //   - (true, nil): the message was handed to the notify socket.
 //
 // Notify is safe for concurrent use. It does not unset NOTIFY_SOCKET, so
-// child processes (a new generation) can notify too.
+// child processes (a new generation) can notify too. It never blocks for
+// long: when systemd does not read its notify socket, Notify gives up
+// after a second with an error wrapping ErrNotifyFull.
 func Notify(states ...string) (bool, error) {
-	if len(states) == 0 {
-		return false, nil
-	}
-	msg := strings.Join(states, "\n")
-	sent, err := daemon.SdNotify(false, msg)
-	if err != nil {
-		return false, fmt.Errorf("readiness: notify %q: %w", msg, err)
-	}
-	return sent, nil
+	return NotifyWithFiles(nil, states...)
 }

@@ -98,6 +98,9 @@ func New(opts Options) (*Upgrader, error) {
 	}
 	u.systemd = activated
 	u.listeners.Systemd = activated
+	if _, err := readiness.WatchdogIntervalErr(); err != nil {
+		log.Warn("ignoring systemd's watchdog: nothing will ping it", "err", err)
+	}
 	if _, ok := readiness.WatchdogInterval(); ok {
 		// WATCHDOG_PID names the first generation; make it name this
 		// one, for code that checks it (sd_watchdog_enabled), while

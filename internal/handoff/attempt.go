@@ -89,6 +89,7 @@ func (a *attempt) failure() string {
 func (a *attempt) relay(f *os.File) {
 	defer a.h.wg.Done()
 	defer close(a.eof)
+	defer a.h.dropRelay(f)
 	buf := make([]byte, 4096)
 	for {
 		n, err := f.Read(buf)
@@ -163,4 +164,18 @@ func lastLines(b []byte, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.TrimSpace(strings.Join(lines, "\n"))
+}
+
+// dropRelay closes a relay's pipe once it has reached EOF (or Close closed
+// it) and forgets it.
+func (h *Handoff) dropRelay(f *os.File) {
+	h.mu.Lock()
+	for i, r := range h.relays {
+		if r == f {
+			h.relays = append(h.relays[:i], h.relays[i+1:]...)
+			break
+		}
+	}
+	h.mu.Unlock()
+	f.Close()
 }

@@ -97,6 +97,9 @@ const (
 // side channel.
 var errNoHello = errors.New("it ended before it reached hitless (upgrade.New), so what it wrote is only in the service's log")
 
+// markerTimeout bounds the wait for a parent's descriptor names.
+const markerTimeout = 5 * time.Second
+
 // ErrIncompatible matches the error of a new generation that cannot work
 // with its parent's handoff version, or the other way round.
 var ErrIncompatible = errors.New("incompatible handoff version")
@@ -157,6 +160,13 @@ func New(opts Options) (*Handoff, error) {
 	absArgv0()
 	if opts.ReadyTimeout <= 0 {
 		opts.ReadyTimeout = tableflip.DefaultUpgradeTimeout
+	}
+	// tableflip reads the names of the handed-over descriptors from fd 4
+	// and would wait forever for a parent that never writes them (the
+	// marker inherited by a process that was not started by an upgrade,
+	// with some pipe on fd 4). A real parent writes them at once.
+	if os.Getenv(tableflipMarker) != "" && !readable(4, markerTimeout) {
+		return nil, fmt.Errorf("%w (nothing arrived on descriptor 4 within %v)", errMarkerWithoutFds, markerTimeout)
 	}
 	tf, err := tableflip.New(tableflip.Options{UpgradeTimeout: opts.ReadyTimeout})
 	if err != nil {

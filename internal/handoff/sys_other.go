@@ -5,11 +5,13 @@ package handoff
 import (
 	"errors"
 	"os"
+	"time"
 )
 
 var errUnsupported = errors.New("not supported on this platform")
 
 func closeOnExec(int)                            {}
+func readable(int, time.Duration) bool           { return true }
 func checkExecutable(string) error               { return nil }
 func lookPath(file string) (string, error)       { return "", errUnsupported }
 func socketpair() (*os.File, *os.File, error)    { return nil, nil, errUnsupported }

@@ -6,11 +6,26 @@ import (
 	"os"
 	"os/exec"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
 
 func closeOnExec(fd int) { syscall.CloseOnExec(fd) }
+
+// readable reports whether fd has something to read (or is at EOF, or is
+// not open: then reading fails at once) within d.
+func readable(fd int, d time.Duration) bool {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	deadline := time.Now().Add(d)
+	for {
+		n, err := unix.Poll(fds, int(time.Until(deadline).Milliseconds())+1)
+		if err == unix.EINTR && time.Now().Before(deadline) {
+			continue
+		}
+		return err != nil || n > 0
+	}
+}
 
 func checkExecutable(path string) error { return unix.Access(path, unix.X_OK) }
 
