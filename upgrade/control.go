@@ -2,8 +2,11 @@ package upgrade
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
-	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/hitlessgo/hitless/control"
 )
@@ -20,14 +23,27 @@ type controlServer struct {
 }
 
 func (u *Upgrader) startControl(path string) (*controlServer, error) {
+	abstract := strings.HasPrefix(path, "@")
+	if !abstract {
+		// A warning, not a refusal as for the PID file: the peer checks
+		// both ways keep others from using or faking the service here;
+		// what they can still do is make the socket unreachable.
+		if err := unsafeDir(filepath.Dir(path)); err != nil {
+			u.log.Warn("other users can replace the control socket, and so make it unreachable", "socket", path, "err", err)
+		}
+	}
 	ln, err := u.listeners.Listen(context.Background(), controlListenerName, "unix", path)
 	if err != nil {
 		return nil, err
 	}
-	if u.listeners.Source(controlListenerName) == "bound" {
+	if !abstract && u.listeners.Source(controlListenerName) == "bound" {
 		// The mode is a first fence, set by the generation that made the
 		// file; the peer's credentials are the real check.
-		if err := os.Chmod(path, 0o600); err != nil {
+		err := restrictMode(path, 0o600)
+		if errors.Is(err, errSocketReplaced) {
+			return nil, err
+		}
+		if err != nil {
 			u.log.Warn("restricting the control socket's mode", "err", err)
 		}
 	}
@@ -72,4 +88,47 @@ func (h controlHandler) Reload(ctx context.Context, hurry bool) error {
 func (h controlHandler) Stop() {
 	h.u.log.Info("stop requested on the control socket")
 	h.u.stop()
+}
+
+// errSocketReplaced says that the control socket's path no longer leads to
+// the socket this generation bound: someone replaced it right after bind.
+// Nobody would reach this generation there, so New fails.
+var errSocketReplaced = errors.New("the path no longer leads to the socket this process bound (someone who can write its directory replaced it)")
+
+// testHookControlBound, if set, runs between the look at the socket file
+// right after bind and the change of its mode: a test replaces the path
+// there, as another user could.
+var testHookControlBound func(path string)
+
+// restrictMode sets the mode of the unix socket file at path, which this
+// process has just bound, through that file's inode and never through a
+// symbolic link (security review M4: a root service chmod-ed whatever a
+// symlink planted at the path led to, /etc/passwd for one). The file's
+// identity (device, inode, owner) is taken right after bind; if what is
+// at the path then differs, nothing is changed and the error matches
+// errSocketReplaced.
+//
+// What is left is the moment between bind (in package listener) and that
+// first look: a user who can write the directory could put there a hard
+// link to another socket file of this process's user, which would then get
+// mode 0600 (the kernel lets one link only files one owns or may read and
+// write, fs.protected_hardlinks). Binding under a temporary name in a
+// private directory and renaming it into place would close that too; it
+// belongs in package listener, which must also find a stale or live
+// socket at the real path. New warns about such directories.
+func restrictMode(path string, mode uint32) error {
+	want, err := statSocket(path)
+	if err != nil {
+		return fmt.Errorf("control socket %s: %w: %v", path, errSocketReplaced, err)
+	}
+	if testHookControlBound != nil {
+		testHookControlBound(path)
+	}
+	return chmodSocket(path, want, mode)
+}
+
+// socketID identifies the file of a socket.
+type socketID struct {
+	dev, ino uint64
+	uid      int
 }

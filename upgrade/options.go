@@ -28,7 +28,10 @@ type Options struct {
 	DrainTimeout time.Duration
 	// PIDFile, if set, receives the PID of the serving generation, written
 	// atomically when it is ready and before the previous generation is
-	// told so. It is checked for writability in New.
+	// told so. New checks that it can be written, and refuses it when a
+	// directory on its path can be written by other users (without the
+	// sticky bit) or is owned by one: whoever reads a PID file signals the
+	// PID it names. RuntimeDirectory= (/run/<service>) is the place.
 	PIDFile string
 	// Logger receives what happens; nil means silent.
 	Logger *slog.Logger
@@ -38,9 +41,12 @@ type Options struct {
 	// ControlSocket, if set, is the path of a unix socket on which the
 	// service answers reload, stop and status requests (see package
 	// control and cmd/hitless). It is handed to each new generation like
-	// any listener. Its file mode is 0600, and only peers running as the
-	// service's user or as root are served (checked with the peer's
-	// credentials).
+	// any listener. Its file mode is 0600 (set through the socket bound,
+	// never through a path someone replaced), and only peers running as
+	// the service's user or as root are served (checked with the peer's
+	// credentials). New warns when its directory can be written by other
+	// users: they could not talk to the service, but could make the socket
+	// unreachable.
 	ControlSocket string
 	// Preflight, if set, runs before a new generation is started, with the
 	// path of the binary about to be executed; an error fails the upgrade

@@ -33,7 +33,13 @@ func writePIDFile(path string) error {
 }
 
 // checkPIDFile fails early, at start-up, when the PID file cannot be
-// written, instead of when the process is about to report ready.
+// written, instead of when the process is about to report ready. It also
+// refuses a PID file that other users could replace (security review M3):
+// whoever reads it (systemd's PIDFile=, scripts, monitoring) would signal
+// or watch the process they name. Refusing rather than warning is what
+// sshd's StrictModes does, and the fix (chmod go-w, or the service's
+// RuntimeDirectory=) is one line, found at the first start rather than
+// after a stray signal.
 func checkPIDFile(path string) error {
 	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
 		return errors.New("is a directory")
@@ -43,7 +49,13 @@ func checkPIDFile(path string) error {
 		return err
 	}
 	f.Close()
-	return os.Remove(f.Name())
+	if err := os.Remove(f.Name()); err != nil {
+		return err
+	}
+	if err := unsafeDir(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("refused, since other users could replace it: %w; make every directory on the way writable only by its owner (chmod go-w), or use the service's RuntimeDirectory= (/run/<service>)", err)
+	}
+	return nil
 }
 
 // removePIDFile removes path if it still names this process. The file is

@@ -47,6 +47,8 @@ const (
 	envControl  = "HITLESS_TEST_CONTROL"   // control socket path
 	envProbatn  = "HITLESS_TEST_PROBATION"
 	envFDStore  = "HITLESS_TEST_FDSTORE"
+	envPreflt   = "HITLESS_TEST_PREFLIGHT" // a Preflight that takes this long, unless stopped
+	envSignals  = "HITLESS_TEST_SIGNALS"   // "library": signals go to Upgrader.HandleSignals
 )
 
 func TestMain(m *testing.M) {
@@ -57,6 +59,10 @@ func TestMain(m *testing.M) {
 		os.Exit(probeMain())
 	case "lifecycle":
 		os.Exit(lifecycleMain())
+	case "victim":
+		os.Exit(victimMain())
+	case "pidreplacer":
+		os.Exit(pidReplacerMain())
 	}
 	goleak.VerifyTestMain(m)
 }
@@ -73,7 +79,8 @@ type upgradeResult struct {
 }
 
 // serverMain is one generation of the test server. The mode file decides
-// how it behaves before it is ready: ok, crash, exit or hang.
+// how it behaves before it is ready: ok, crash, exit, hang, slow, secret,
+// announce-slow=<duration> or die-after-1s.
 func serverMain() int {
 	mode := "ok"
 	if b, err := os.ReadFile(os.Getenv(envMode)); err == nil && len(strings.TrimSpace(string(b))) > 0 {
@@ -86,11 +93,28 @@ func serverMain() int {
 	if n, err := strconv.Atoi(os.Getenv(envCrashLp)); err == nil {
 		crashLoop = n
 	}
+	var preflight func(context.Context, string) error
+	if d, err := time.ParseDuration(os.Getenv(envPreflt)); err == nil {
+		// A slow pre-flight check (a -check run of the new binary).
+		preflight = func(ctx context.Context, binary string) error {
+			log.Info("test preflight: started", "binary", binary, "for", d)
+			t := time.NewTimer(d)
+			defer t.Stop()
+			select {
+			case <-t.C:
+				return nil
+			case <-ctx.Done():
+				log.Info("test preflight: ended early", "err", ctx.Err())
+				return ctx.Err()
+			}
+		}
+	}
 	upg, err := New(Options{
 		PIDFile: os.Getenv(envPIDFile), UpgradeTimeout: timeout, DrainTimeout: 10 * time.Second, Logger: log,
 		CrashLoop: CrashLoop{After: crashLoop, Backoff: time.Second}, ControlSocket: os.Getenv(envControl),
 		Probation: Probation{For: probation},
 		FDStore:   os.Getenv(envFDStore) == "1",
+		Preflight: preflight,
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -102,7 +126,18 @@ func serverMain() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	if d, ok := strings.CutPrefix(mode, "announce-slow="); ok {
+		// A slow start that says when it is under way.
+		dur, _ := time.ParseDuration(d)
+		fmt.Fprintln(os.Stderr, "test server: up, ready in", dur)
+		time.Sleep(dur)
+	}
 	switch mode {
+	case "secret":
+		// A new generation that fails and says why with a secret in it,
+		// as a program that cannot reach its database would.
+		fmt.Fprintln(os.Stderr, "config error: cannot connect to postgres://app:hunter2@db/app")
+		return 1
 	case "crash":
 		// A real crash: a nil dereference, with the runtime told to die by
 		// the signal rather than exit 2.
@@ -143,26 +178,32 @@ func serverMain() int {
 	go srv.Serve(ln)
 
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM)
-	defer signal.Stop(sigs)
 	var handling sync.WaitGroup
-	handling.Add(1)
-	go func() {
-		defer handling.Done()
-		for sig := range sigs {
-			if sig == syscall.SIGTERM {
-				upg.Stop()
-				continue
+	if os.Getenv(envSignals) == "library" {
+		// SIGHUPs that arrive during an upgrade are queued and passed on
+		// to the new generation; no results are recorded.
+		defer upg.HandleSignals()()
+	} else {
+		signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM)
+		handling.Add(1)
+		go func() {
+			defer handling.Done()
+			for sig := range sigs {
+				if sig == syscall.SIGTERM {
+					upg.Stop()
+					continue
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				err := upg.Upgrade(ctx)
+				cancel()
+				recordResult(err)
+				if err == nil {
+					return // this generation is exiting
+				}
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			err := upg.Upgrade(ctx)
-			cancel()
-			recordResult(err)
-			if err == nil {
-				return // this generation is exiting
-			}
-		}
-	}()
+		}()
+	}
+	defer signal.Stop(sigs)
 	err = upg.Run(context.Background(), srv)
 	signal.Stop(sigs)
 	if upg.Status().State == control.StateDraining {

@@ -70,7 +70,7 @@ func New(opts Options) (*Upgrader, error) {
 		}
 		opts.PIDFile = abs
 		if err := checkPIDFile(abs); err != nil {
-			return nil, fmt.Errorf("upgrade: PID file %s is not writable: %w", abs, err)
+			return nil, fmt.Errorf("upgrade: PID file %s cannot be used: %w", abs, err)
 		}
 	}
 	// The new generation tells us it is ready only after its probation.
