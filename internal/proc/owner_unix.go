@@ -53,13 +53,27 @@ func privateOwner(path string) (int, error) {
 	return walkPrivate(path, lstatNode)
 }
 
-// walkPrivate resolves path (absolute) one component at a time, as the
-// kernel does, noting every directory it looks a name up in, and then
-// checks those directories against the owner of the file it arrives at.
+// walkPrivate resolves path (absolute) and checks the directories it
+// looked names up in against the owner of the file it arrives at.
 func walkPrivate(path string, lstat func(string) (node, error)) (int, error) {
-	var consulted []string
+	consulted, last, n, err := resolve(path, lstat, nil)
+	if err != nil {
+		return -1, err
+	}
+	if n.mode.IsDir() {
+		return -1, errors.New("proc: " + path + " names a directory, not a file")
+	}
+	return checkPrivate(path, last, n.uid, consulted, lstat)
+}
+
+// resolve walks path (absolute) one component at a time, as the kernel
+// does (through symbolic links, ".." taken after them), calling visit, if
+// set, for every entry it looks up. It returns the directories it looked
+// names up in, in order, and the entry it arrives at.
+func resolve(path string, lstat func(string) (node, error), visit func(p string, n node) error) (consulted []string, last string, ln node, err error) {
 	seen := make(map[string]bool)
 	dir := "/" // resolved: holds no symbolic link
+	last, ln = "/", node{mode: fs.ModeDir}
 	rest := split(path)
 	links := 0
 	for len(rest) > 0 {
@@ -67,6 +81,7 @@ func walkPrivate(path string, lstat func(string) (node, error)) (int, error) {
 		rest = rest[1:]
 		if name == ".." {
 			dir = filepath.Dir(dir)
+			last = dir
 			continue
 		}
 		if !seen[dir] {
@@ -76,12 +91,17 @@ func walkPrivate(path string, lstat func(string) (node, error)) (int, error) {
 		p := filepath.Join(dir, name)
 		n, err := lstat(p)
 		if err != nil {
-			return -1, err
+			return nil, "", node{}, err
+		}
+		if visit != nil {
+			if err := visit(p, n); err != nil {
+				return nil, "", node{}, err
+			}
 		}
 		switch {
 		case n.mode&fs.ModeSymlink != 0:
 			if links++; links > maxSymlinks {
-				return -1, fmt.Errorf("%s: %w", path, syscall.ELOOP)
+				return nil, "", node{}, fmt.Errorf("%s: %w", path, syscall.ELOOP)
 			}
 			if filepath.IsAbs(n.link) {
 				dir = "/"
@@ -89,13 +109,58 @@ func walkPrivate(path string, lstat func(string) (node, error)) (int, error) {
 			rest = append(split(n.link), rest...)
 		case n.mode.IsDir():
 			dir = p
-		case len(rest) == 0:
-			return checkPrivate(path, p, n.uid, consulted, lstat)
-		default:
-			return -1, fmt.Errorf("%s: %w", p, syscall.ENOTDIR)
+		case len(rest) > 0:
+			return nil, "", node{}, fmt.Errorf("%s: %w", p, syscall.ENOTDIR)
 		}
+		last, ln = p, n
 	}
-	return -1, errors.New("proc: " + path + " names a directory, not a file")
+	return consulted, last, ln, nil
+}
+
+// SafeDir returns an error naming the first entry on the way to dir (dir
+// included) through which a user other than root and this process's
+// effective user could replace a file in dir, or nil if there is none.
+// Every entry looked up counts, symbolic links included: one fails if it
+// is owned by such a user (the owner of a directory can make it writable;
+// in a sticky directory the owner of an entry can replace it), and a
+// directory fails if its group or others may write it and it is not
+// sticky. This is sshd's StrictModes rule, with sticky directories (/tmp)
+// allowed: there others cannot replace a file they do not own.
+func SafeDir(dir string) error {
+	// Not filepath.Abs: it would clean "link/.." away, which the kernel
+	// resolves through the link.
+	if !filepath.IsAbs(dir) {
+		wd, err := os.Getwd()
+		if err != nil {
+			return err
+		}
+		dir = wd + "/" + dir
+	}
+	me := os.Geteuid()
+	check := func(p string, n node) error {
+		if n.uid != 0 && n.uid != me {
+			return fmt.Errorf("%s is owned by uid %d, which is neither root nor this process's uid %d, and could make it lead elsewhere", p, n.uid, me)
+		}
+		if n.mode.IsDir() && n.mode.Perm()&0o022 != 0 && n.mode&fs.ModeSticky == 0 {
+			return fmt.Errorf("%s (%v) is writable by its group or others and not sticky", p, n.mode)
+		}
+		return nil
+	}
+	root, err := lstatNode("/")
+	if err != nil {
+		return err
+	}
+	if err := check("/", root); err != nil {
+		return err
+	}
+	_, last, n, err := resolve(dir, lstatNode, check)
+	if err != nil {
+		return err
+	}
+	if !n.mode.IsDir() {
+		return fmt.Errorf("%s: %w", last, syscall.ENOTDIR)
+	}
+	return nil
 }
 
 // checkPrivate checks the directories consulted to resolve path (which
