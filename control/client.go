@@ -182,6 +182,22 @@ func (c Client) do(ctx context.Context, req ctlproto.Request) (ctlproto.Response
 	}
 	deadline := requestDeadline(ctx, time.Now())
 	req.DeadlineUnixMS = deadline.UnixMilli()
+	resp, err := c.roundTrip(ctx, req, deadline)
+	if err == nil && resp.Code == ctlproto.CodeMalformed && strings.Contains(resp.Error, `unknown field "deadline_unix_ms"`) {
+		// A service of the previous release (wire version 0): ask again
+		// the way it understands, with a relative timeout.
+		legacy := ctlproto.Request{Verb: req.Verb, Hurry: req.Hurry}
+		if req.Verb == ctlproto.VerbReload {
+			legacy.TimeoutMS = max(time.Until(deadline).Milliseconds(), 1)
+		}
+		return c.roundTrip(ctx, legacy, deadline)
+	}
+	return resp, err
+}
+
+// roundTrip sends req on a new connection to a trusted server and reads
+// its answer, by deadline at the latest.
+func (c Client) roundTrip(ctx context.Context, req ctlproto.Request, deadline time.Time) (ctlproto.Response, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", c.Socket)
 	if err != nil {
@@ -199,36 +215,6 @@ func (c Client) do(ctx context.Context, req ctlproto.Request) (ctlproto.Response
 	}
 	// The deadline bounds the wait even when ctx has none; ctx's end
 	// interrupts it at once.
-	conn.SetDeadline(deadline)
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(aLongTimeAgo) })
-	defer stop()
-
-	_, werr := conn.Write(req.Marshal())
-	resp, err := c.read(ctx, conn, req, werr)
-	if err == nil && resp.Code == ctlproto.CodeMalformed && strings.Contains(resp.Error, `unknown field "deadline_unix_ms"`) && req.TimeoutMS == 0 {
-		// A service of the previous release (wire version 0): ask again
-		// the way it understands, with a relative timeout.
-		conn.Close()
-		legacy := ctlproto.Request{Verb: req.Verb, Hurry: req.Hurry}
-		if req.Verb == ctlproto.VerbReload {
-			legacy.TimeoutMS = max(time.Until(deadline).Milliseconds(), 1)
-		}
-		return c.doLegacy(ctx, legacy, deadline)
-	}
-	return resp, err
-}
-
-// doLegacy sends a request in the previous release's form.
-func (c Client) doLegacy(ctx context.Context, req ctlproto.Request, deadline time.Time) (ctlproto.Response, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", c.Socket)
-	if err != nil {
-		return ctlproto.Response{}, fmt.Errorf("control: control socket %s: %w", c.Socket, err)
-	}
-	defer conn.Close()
-	if err := checkServer(conn.(*net.UnixConn), c.Socket); err != nil {
-		return ctlproto.Response{}, err
-	}
 	conn.SetDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(aLongTimeAgo) })
 	defer stop()
