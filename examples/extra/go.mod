@@ -12,7 +12,6 @@ require (
 
 require (
 	github.com/cloudflare/tableflip v1.2.3 // indirect
-	github.com/coreos/go-systemd/v22 v22.7.0 // indirect
 	go.uber.org/goleak v1.3.0 // indirect
 	golang.org/x/sys v0.50.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
