@@ -238,7 +238,7 @@ func (c Client) read(ctx context.Context, conn net.Conn, req ctlproto.Request, w
 	case ctx.Err() != nil:
 		return ctlproto.Response{}, fmt.Errorf("control: waiting for the answer to %s: %w", req.Verb, ctx.Err())
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		return ctlproto.Response{}, fmt.Errorf("control: no answer to %s within %v: %w", req.Verb, ctlproto.MaxTimeout, context.DeadlineExceeded)
+		return ctlproto.Response{}, fmt.Errorf("control: no answer to %s before its deadline: %w", req.Verb, context.DeadlineExceeded)
 	case werr != nil:
 		return ctlproto.Response{}, fmt.Errorf("control: sending %s: %w", req.Verb, werr)
 	case errors.Is(err, bufio.ErrBufferFull):

@@ -97,3 +97,12 @@ func readPIDFile(path string) ([]byte, error) {
 	}
 	return b[:n], nil
 }
+
+// reclaimPIDFile makes path name this process again if it names another
+// (a new generation that wrote it and then failed).
+func reclaimPIDFile(path string) error {
+	if b, err := readPIDFile(path); err == nil && bytes.Equal(bytes.TrimSpace(b), []byte(strconv.Itoa(os.Getpid()))) {
+		return nil
+	}
+	return writePIDFile(path)
+}

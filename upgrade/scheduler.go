@@ -243,6 +243,13 @@ func (l *loop) attemptDone(now time.Time, err error) []queue.Action {
 	if err != nil && !l.canceled {
 		u.reportFailure(err, l.m.Status())
 	}
+	if err != nil && u.opts.PIDFile != "" {
+		// A new generation that died after writing the PID file, before
+		// it told us, left the file naming a dead process.
+		if err := reclaimPIDFile(u.opts.PIDFile); err != nil {
+			u.log.Warn("restoring the PID file after a failed upgrade", "err", err)
+		}
+	}
 	l.canceled = false
 	return acts
 }

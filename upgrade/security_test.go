@@ -629,11 +629,16 @@ func testPIDFileReplaced(t *testing.T, as []string) {
 		t.Fatal(err)
 	}
 
+	// After generation 3 failed, generation 2 wrote the PID file again
+	// (it names the serving generation); the replacer may have won once
+	// more. Either way the stop removes only a file that names it: what
+	// is left, if anything, is the replacer's, untouched.
 	b, err := os.ReadFile(pidFile)
-	if err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(victim) {
-		t.Fatalf("the PID file naming the victim %d was removed or changed at the stop: %q %v", victim, b, err)
-	}
-	if as != nil {
+	if errors.Is(err, os.ErrNotExist) {
+		t.Logf("the PID file was reclaimed by generation 2 after the failed upgrade and removed at its stop")
+	} else if err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(victim) {
+		t.Fatalf("the PID file at the stop: %q %v; want the replacer's, naming the victim %d, or none", b, err, victim)
+	} else if as != nil {
 		var st syscall.Stat_t
 		if err := syscall.Stat(pidFile, &st); err != nil || st.Uid != otherUID {
 			t.Fatalf("the PID file is not uid %d's: uid %d, %v", otherUID, st.Uid, err)

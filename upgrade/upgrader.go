@@ -125,11 +125,12 @@ func New(opts Options) (*Upgrader, error) {
 // generation if it handed one over for the same address, else bound anew.
 // See listener.Set.Listen for the details and errors.
 //
-// Accept on the returned listener blocks until Ready has passed the
-// readiness check (Options.ReadyCheck), so that a generation that fails
-// before that never takes a connection (they wait in the socket's queue
-// meanwhile). Serve it before calling Ready, but do not make the readiness
-// check wait on a connection to it.
+// Accept on the returned listener blocks until Ready has told the
+// previous generation that this one takes over (on probation: until the
+// readiness check, Options.ReadyCheck, has passed), so that a generation
+// that fails before that never takes a connection (they wait in the
+// socket's queue meanwhile). Serve it before calling Ready, but do not
+// make the readiness check wait on a connection to it.
 func (u *Upgrader) Listen(ctx context.Context, name, network, addr string) (net.Listener, error) {
 	ln, err := u.listeners.Listen(ctx, name, network, addr)
 	if err != nil {
@@ -167,10 +168,15 @@ func (u *Upgrader) becomeReady(ctx context.Context) error {
 			return fmt.Errorf("upgrade: readiness check failed: %w", err)
 		}
 	}
-	// Open the accept gates before the previous generation stops
-	// accepting, so that the socket's queue is never left unserved.
-	close(u.readyC)
-	if u.h.HasParent() && u.opts.Probation.For > 0 {
+	// On probation this generation serves alongside the previous one, so
+	// it accepts from now on. Otherwise it accepts only once the previous
+	// generation has been told (below): a process that died between the
+	// two would take the connections it had accepted with it, while the
+	// upgrade is reported failed. Meanwhile new connections wait in the
+	// socket's queue, for a few milliseconds, and are not refused.
+	onProbation := u.h.HasParent() && u.opts.Probation.For > 0
+	if onProbation {
+		close(u.readyC)
 		if err := u.probation(ctx); err != nil {
 			return err
 		}
@@ -185,6 +191,9 @@ func (u *Upgrader) becomeReady(ctx context.Context) error {
 	}
 	if err := u.h.Ready(); err != nil {
 		return fmt.Errorf("upgrade: %w", err)
+	}
+	if !onProbation {
+		close(u.readyC)
 	}
 	u.ready.Store(true)
 	close(u.readyDone)
