@@ -620,11 +620,16 @@ func quitForStacks(t *testing.T, s *crossServer, pid int) {
 
 func runHitless(t *testing.T, cli string, args ...string) hitlessResult {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	return runCLI(90*time.Second, cli, args...)
+}
+
+// runCLI runs cmd/hitless, bounded by limit on top of its own -timeout.
+func runCLI(limit time.Duration, cli string, args ...string) hitlessResult {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, cli, args...)
 	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
-	cmd.WaitDelay = 5 * time.Second
+	cmd.WaitDelay = time.Second
 	begin := time.Now()
 	out, err := cmd.CombinedOutput()
 	r := hitlessResult{out: strings.TrimSpace(string(out)), took: since(begin)}

@@ -99,7 +99,7 @@ func TestControlSocketSurvivesFDExhaustion(t *testing.T) {
 		t.Fatalf("%d connections held, but pid %d has %d descriptors open, not %d: %v", len(conns), pid, fdCount(pid), limit, err)
 	}
 	t.Logf("%d connections held; pid %d has all %d descriptors in use %v after the flood began",
-		len(conns), pid, limit, elapsed(floodStart))
+		len(conns), pid, limit, since(floodStart))
 
 	// A stop from a client that gives up but keeps its connection open (a
 	// frozen process): only the deadline it carries can tell the service
@@ -113,7 +113,7 @@ func TestControlSocketSurvivesFDExhaustion(t *testing.T) {
 
 	// Out of descriptors: every verb fails on the client side, cleanly.
 	var wg sync.WaitGroup
-	during := make(map[string]faultCLIResult)
+	during := make(map[string]hitlessResult)
 	var mu sync.Mutex
 	for _, verb := range []string{"status", "stop", "reload"} {
 		wg.Go(func() {
@@ -144,7 +144,7 @@ func TestControlSocketSurvivesFDExhaustion(t *testing.T) {
 	if err := pollUntil(5*time.Second, func() bool { return fdCount(pid) <= base+2 }); err != nil {
 		t.Fatalf("pid %d still has %d descriptors open after the flood ended (was %d): %v", pid, fdCount(pid), base, err)
 	}
-	t.Logf("descriptors back to %d %v after the connections were closed (held %v)", fdCount(pid), elapsed(released), released.Sub(floodStart).Round(time.Millisecond))
+	t.Logf("descriptors back to %d %v after the connections were closed (held %v)", fdCount(pid), since(released), released.Sub(floodStart).Round(time.Millisecond))
 
 	// The requests waited in the control socket's backlog. Read now, each
 	// must be dropped, not carried out (review M2): past its deadline, or
@@ -410,7 +410,7 @@ func TestKillNewGenerationBeforeReady(t *testing.T) {
 	}
 	total := loadgen.Merge(results...)
 	t.Logf("seed %d: %d kills in %v, %d more came too late and were let go on; where the kills found the new process: %v; kill times after it appeared: %s; rounds: %s",
-		seed, rounds, elapsed(begin), late, stages, summarize(delays), summarize(roundTimes))
+		seed, rounds, since(begin), late, stages, summarize(delays), summarize(roundTimes))
 	t.Logf("load: %d requests, %d failed %v", total.Requests, total.Failed(), total.Failures)
 	if total.Failed() != 0 || total.Requests == 0 {
 		t.Errorf("%d of %d requests failed: %v", total.Failed(), total.Requests, total.Errors)
@@ -524,7 +524,7 @@ func TestKillOldGenerationWhileDraining(t *testing.T) {
 				t.Errorf("round %d: %s: %d failures but %d described; cannot tell whose they were: %v", round, r.Kind, r.Failed(), len(r.Errors), r.Errors)
 			}
 			for _, e := range r.Errors {
-				if port, ok := errPort(e); ok && held[port] {
+				if port, ok := loadgen.ClientPort(e); ok && held[port] {
 					failedOnKilled++
 					continue
 				}
@@ -551,7 +551,7 @@ func TestKillOldGenerationWhileDraining(t *testing.T) {
 		roundTimes = append(roundTimes, time.Since(roundStart))
 	}
 	t.Logf("seed %d: %d kills in %v, each (SIGSTOP) %s after the new generation was ready (asked delays %s); reloads took %s; rounds %s",
-		seed, rounds, elapsed(begin), summarize(drains), summarize(delays), summarize(reloads), summarize(roundTimes))
+		seed, rounds, since(begin), summarize(drains), summarize(delays), summarize(reloads), summarize(roundTimes))
 	t.Logf("%d requests, %d ok, %d failed, all on the %d connections the killed processes held (the 20 s request included); idle descriptors of the new generations: %v (after a normal upgrade: %d)",
 		requests, ok, failedOnKilled, inFlight, fdsSeen, refFDs)
 	if ok+failedOnKilled != requests {
@@ -583,36 +583,12 @@ func faultCLI(t *testing.T) string {
 	return faultCLIPath
 }
 
-type faultCLIResult struct {
-	code int // -1: did not run, or did not exit in time
-	out  string
-	took time.Duration
-}
-
-func (r faultCLIResult) String() string {
+func (r hitlessResult) String() string {
 	return fmt.Sprintf("exit %d after %v: %s", r.code, r.took, r.out)
 }
 
 // faultRun runs cmd/hitless, bounded by 30 s on top of its own -timeout.
-func faultRun(cli string, args ...string) faultCLIResult {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, cli, args...)
-	cmd.WaitDelay = time.Second
-	begin := time.Now()
-	out, err := cmd.CombinedOutput()
-	r := faultCLIResult{out: strings.TrimSpace(string(out)), took: elapsed(begin)}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		r.code = ee.ExitCode()
-	default:
-		r.code = -1
-		r.out += " [" + err.Error() + "]"
-	}
-	return r
-}
+func faultRun(cli string, args ...string) hitlessResult { return runCLI(30*time.Second, cli, args...) }
 
 // faultRand returns the random source of a test and its seed.
 func faultRand(t *testing.T) (*rand.Rand, uint64) {
@@ -972,19 +948,6 @@ func hexPort(hostport string) int {
 	return int(v)
 }
 
-// errPortRE finds the client's port in loadgen's error text ("request 2 on
-// connection from 127.0.0.1:40312: ...").
-var errPortRE = regexp.MustCompile(`on connection from [^ ]*:(\d+): `)
-
-func errPort(e string) (int, bool) {
-	m := errPortRE.FindStringSubmatch(e)
-	if m == nil {
-		return 0, false
-	}
-	p, err := strconv.Atoi(m[1])
-	return p, err == nil
-}
-
 func sortedPorts(m map[int]bool) []int {
 	ps := make([]int, 0, len(m))
 	for p := range m {
@@ -1102,5 +1065,3 @@ func summarize(ds []time.Duration) string {
 	r := func(d time.Duration) time.Duration { return d.Round(100 * time.Microsecond) }
 	return fmt.Sprintf("min %v, median %v, max %v", r(s[0]), r(s[len(s)/2]), r(s[len(s)-1]))
 }
-
-func elapsed(t time.Time) time.Duration { return time.Since(t).Round(time.Millisecond) }

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -143,7 +142,7 @@ func TestCrashLosesNoQueuedConnection(t *testing.T) {
 			t.Errorf("%s: %d failures, %d described: cannot tell whose they were", r.Kind, r.Failed(), len(r.Errors))
 		}
 		for _, e := range r.Errors {
-			if port, ok := errPort(e); !ok || !held[port] {
+			if port, ok := loadgen.ClientPort(e); !ok || !held[port] {
 				t.Errorf("%s: a request not held by the killed process failed: %s (it held %v)", r.Kind, e, held)
 				continue
 			}
@@ -230,16 +229,4 @@ func acceptQueue(addr string) int {
 		return int(n)
 	}
 	return -1
-}
-
-// errPortRE finds the client's port in loadgen's error text.
-var errPortRE = regexp.MustCompile(`on connection from [^ ]*:(\d+): `)
-
-func errPort(e string) (int, bool) {
-	m := errPortRE.FindStringSubmatch(e)
-	if m == nil {
-		return 0, false
-	}
-	p, err := strconv.Atoi(m[1])
-	return p, err == nil
 }

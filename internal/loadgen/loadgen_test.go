@@ -566,3 +566,14 @@ func TestNearAndRecorder(t *testing.T) {
 		t.Fatal(s)
 	}
 }
+
+func TestClientPort(t *testing.T) {
+	// The text a worker writes (loadgen.go), with a real cause.
+	e := fmt.Errorf("request %d on connection from %s: %s: %w", 2, "127.0.0.1:41234", "read", io.ErrUnexpectedEOF).Error()
+	if p, ok := ClientPort(e); !ok || p != 41234 {
+		t.Fatalf("ClientPort(%q) = %d, %v; want 41234", e, p, ok)
+	}
+	if _, ok := ClientPort("dial tcp 127.0.0.1:80: connection refused"); ok {
+		t.Fatal("ClientPort found a port in an error of no connection")
+	}
+}

@@ -3,8 +3,10 @@ package loadgen
 import (
 	"fmt"
 	"maps"
+	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -179,4 +181,20 @@ func (r Result) SortedPIDs() []int {
 	pids := slices.Collect(maps.Keys(r.FirstSeen))
 	slices.SortFunc(pids, func(a, b int) int { return r.FirstSeen[a].Compare(r.FirstSeen[b]) })
 	return pids
+}
+
+// clientPortRE finds the client's port in an error text of this package
+// ("request 2 on connection from 127.0.0.1:41234: read: …").
+var clientPortRE = regexp.MustCompile(`on connection from [^ ]*:(\d+): `)
+
+// ClientPort returns the local port of the connection an error in
+// Result.Errors happened on, so that a test can tell which server process
+// held it.
+func ClientPort(e string) (int, bool) {
+	m := clientPortRE.FindStringSubmatch(e)
+	if m == nil {
+		return 0, false
+	}
+	p, err := strconv.Atoi(m[1])
+	return p, err == nil
 }
