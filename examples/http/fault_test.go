@@ -719,10 +719,15 @@ func readyPending(child, old int) bool {
 		}
 		return false
 	}
-	if !look() {
-		return false
+	// The old generation reads the byte and then closes its end: between
+	// the two the pipe looks empty, as if nothing had been written. Give
+	// it time to close (a loaded machine may not run it for a while).
+	for range 3 {
+		if !look() {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	time.Sleep(2 * time.Millisecond)
 	return look()
 }
 
