@@ -16,6 +16,9 @@ import (
 // DefaultIdleTimeout is the default for HTTP.IdleTimeout.
 const DefaultIdleTimeout = time.Second
 
+// DefaultNoticeTimeout is the default for HTTP.NoticeTimeout.
+const DefaultNoticeTimeout = time.Second
+
 // pollInterval is how often a drain looks for connections that stayed idle
 // long enough to close, and for the end of the drain. Connection state
 // changes arrive through http.Server.ConnState, which cannot block, so the
@@ -49,8 +52,21 @@ type HTTP struct {
 	// the drain waits this long for the client to use or close it first.
 	// Zero or negative means DefaultIdleTimeout.
 	IdleTimeout time.Duration
+	// NoticeTimeout bounds the first phase of an HTTP/2 connection's
+	// drain: how long the drain waits for the client to acknowledge the
+	// notice GOAWAY (the round trip of the PING sent after it) before the
+	// server's final GOAWAY names the last stream it will serve. The
+	// acknowledgement normally ends the wait after one round trip (tens of
+	// microseconds on loopback, the WAN's round trip otherwise); the bound
+	// only matters for a client that does not answer PINGs. Zero or
+	// negative means DefaultNoticeTimeout.
+	NoticeTimeout time.Duration
 
 	setup     sync.Once
+	setupErr  error
+	twoPhase  bool // the HTTP/2 connections are tapped (see h2Tap)
+	notices   sync.WaitGroup
+	noticing  int // HTTP/2 connections in the first phase of their drain
 	draining  atomic.Bool
 	wrap      wrapUp
 	mu        sync.Mutex
@@ -75,6 +91,10 @@ type connInfo struct {
 	h2 bool
 	// checked says whether the connection's protocol has been looked at.
 	checked bool
+	// tap, for an HTTP/2 connection, lets the drain send the notice
+	// GOAWAY; noticed says the drain has begun doing so.
+	tap     *h2Tap
+	noticed bool
 }
 
 // Serve accepts connections on ln and serves them with Server, like
@@ -90,13 +110,17 @@ func (h *HTTP) Serve(ln net.Listener) error {
 
 // ServeTLS is Serve for TLS connections; see http.Server.ServeTLS.
 func (h *HTTP) ServeTLS(ln net.Listener, certFile, keyFile string) error {
-	return h.serve(ln, func(ln net.Listener) error { return h.Server.ServeTLS(ln, certFile, keyFile) })
+	return h.serve(ln, func(ln net.Listener) error { return h.serveTLS(ln, certFile, keyFile) })
 }
 
 // serve registers ln, so that Drain closes it and waits for its accept
 // loop, and runs serve on it.
 func (h *HTTP) serve(ln net.Listener, serve func(net.Listener) error) error {
 	h.init()
+	if h.setupErr != nil {
+		ln.Close()
+		return h.setupErr
+	}
 	h.mu.Lock()
 	if h.draining.Load() {
 		h.mu.Unlock()
@@ -139,6 +163,7 @@ func (h *HTTP) init() {
 			next = http.DefaultServeMux
 		}
 		h.Server.Handler = h.lameDuck(next)
+		h.setupErr = h.setupHTTP2()
 		userHook := h.Server.ConnState
 		h.Server.ConnState = func(c net.Conn, s http.ConnState) {
 			h.track(c, s)
@@ -150,6 +175,12 @@ func (h *HTTP) init() {
 }
 
 func (h *HTTP) track(c net.Conn, s http.ConnState) {
+	var tap *h2Tap
+	if w, ok := c.(*tlsH2Conn); ok {
+		// Known by the *tls.Conn inside it: before Go 1.27 net/http
+		// reports that as new and closed, the HTTP/2 server the wrapper.
+		c, tap = w.Conn, w.tapped()
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	switch s {
@@ -168,11 +199,16 @@ func (h *HTTP) track(c net.Conn, s http.ConnState) {
 			// the handshake, and h2c ones send their preface, before the
 			// first state change.
 			ci.checked = true
+			if tap != nil {
+				ci.h2, ci.tap = true, tap
+			}
 			switch c := c.(type) {
 			case *tls.Conn:
-				ci.h2 = c.ConnectionState().NegotiatedProtocol == "h2"
+				ci.h2 = ci.h2 || c.ConnectionState().NegotiatedProtocol == "h2"
 			case *sniffConn:
-				ci.h2 = c.h2.Load()
+				if t := c.tap.Load(); t != nil {
+					ci.h2, ci.tap = true, t
+				}
 			}
 		}
 		ci.state, ci.since = s, time.Now()
@@ -184,7 +220,10 @@ func (h *HTTP) track(c net.Conn, s http.ConnState) {
 			h.hijacked[c] = struct{}{}
 		}
 	case http.StateClosed:
-		if _, ok := h.conns[c]; ok {
+		if ci, ok := h.conns[c]; ok {
+			if ci.tap != nil {
+				ci.tap.ended()
+			}
 			delete(h.conns, c)
 			h.endedLocked()
 		}
@@ -270,6 +309,10 @@ func (h *HTTP) Drain(ctx context.Context) (Report, error) {
 			Duration: time.Since(start), LastEnded: h.lastEnded}
 	}
 
+	notice := h.NoticeTimeout
+	if notice <= 0 {
+		notice = DefaultNoticeTimeout
+	}
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()
 	acceptDone := false
@@ -277,17 +320,20 @@ func (h *HTTP) Drain(ctx context.Context) (Report, error) {
 	shutdownDone := false
 	for {
 		acceptDone = acceptDone || isClosed(accepting)
-		h1, rest := h.closeIdle(idle)
-		if acceptDone && h1 == 0 && shutdown == nil {
-			// Only HTTP/2 and hijacked connections are left, if any.
-			// Shutdown sends every HTTP/2 connection a graceful GOAWAY
-			// and leaves hijacked ones alone; no HTTP/1.x connection is
-			// left for it to close while a client reuses it. It also lets
-			// Serve return and releases the server's resources.
+		h1, rest, noticing := h.sweep(ctx, idle, notice)
+		if acceptDone && h1 == 0 && noticing == 0 && shutdown == nil {
+			// Only HTTP/2 and hijacked connections are left, if any, and
+			// every HTTP/2 client has had the notice GOAWAY and a round
+			// trip to act on it. Shutdown sends every HTTP/2 connection
+			// its final GOAWAY and leaves hijacked ones alone; no HTTP/1.x
+			// connection is left for it to close while a client reuses
+			// it. It also lets Serve return and releases the server's
+			// resources.
 			shutdown = make(chan error, 1)
 			go func() { shutdown <- h.Server.Shutdown(ctx) }()
 		}
 		if shutdownDone && h1 == 0 && rest == 0 {
+			h.notices.Wait()
 			return report(0), nil
 		}
 		wake := accepting
@@ -309,6 +355,7 @@ func (h *HTTP) Drain(ctx context.Context) (Report, error) {
 			if shutdown != nil && !shutdownDone {
 				<-shutdown // returns at once: ctx is done
 			}
+			h.notices.Wait() // they end with ctx, or with their connections
 			r := report(busy)
 			return r, cutError(name, r.Cut, ctx.Err())
 		}
@@ -340,14 +387,17 @@ func (h *HTTP) cutHijacked() int {
 	return busy
 }
 
-// closeIdle closes HTTP/1.x connections that have been idle (or new
-// without a request) for at least idle since the later of their last state
-// change and the start of the drain. It returns how many HTTP/1.x
-// connections remain, and how many others (HTTP/2, hijacked).
-func (h *HTTP) closeIdle(idle time.Duration) (h1, rest int) {
+// sweep closes HTTP/1.x connections that have been idle (or new without a
+// request) for at least idle since the later of their last state change
+// and the start of the drain, and sends the notice GOAWAY to HTTP/2
+// connections that have not had it (see noticeLocked). It returns how many
+// HTTP/1.x connections remain, how many others (HTTP/2, hijacked), and how
+// many HTTP/2 connections are still in the first phase of their drain.
+func (h *HTTP) sweep(ctx context.Context, idle, notice time.Duration) (h1, rest, noticing int) {
 	now := time.Now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	noticing = h.noticeLocked(ctx, notice)
 	for c, ci := range h.conns {
 		if ci.h2 {
 			rest++
@@ -367,7 +417,7 @@ func (h *HTTP) closeIdle(idle time.Duration) (h1, rest int) {
 			c.Close()
 		}
 	}
-	return h1, rest + len(h.hijacked)
+	return h1, rest + len(h.hijacked), noticing
 }
 
 // Draining reports whether Drain has begun.
@@ -409,9 +459,12 @@ func WrapUp(ctx context.Context) <-chan struct{} {
 // drain begins carries it too, and its connection closes right after it.
 func (h *HTTP) lameDuck(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		lw := &lameDuckWriter{ResponseWriter: w, h: h}
+		// A tapped HTTP/2 connection gets its GOAWAYs from the drain: the
+		// server would turn "Connection: close" into a GOAWAY of its own
+		// at once, which refuses the streams the client is opening.
+		lw := &lameDuckWriter{ResponseWriter: w, h: h, tapped: h.twoPhase && r.ProtoMajor == 2}
 		next.ServeHTTP(lw, r)
-		if !lw.wroteHeader && h.draining.Load() {
+		if !lw.wroteHeader && !lw.tapped && h.draining.Load() {
 			// The server writes the header after we return.
 			w.Header().Set("Connection", "close")
 		}
@@ -421,13 +474,14 @@ func (h *HTTP) lameDuck(next http.Handler) http.Handler {
 type lameDuckWriter struct {
 	http.ResponseWriter
 	h           *HTTP
+	tapped      bool
 	wroteHeader bool
 }
 
 func (w *lameDuckWriter) WriteHeader(code int) {
 	if !w.wroteHeader && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		w.wroteHeader = true
-		if w.h.draining.Load() && code != http.StatusSwitchingProtocols {
+		if !w.tapped && w.h.draining.Load() && code != http.StatusSwitchingProtocols {
 			w.Header().Set("Connection", "close")
 		}
 	}

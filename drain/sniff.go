@@ -12,8 +12,8 @@ import (
 var h2Preface = []byte("PRI * HTTP/2.0\r\n")
 
 // sniffListener marks the connections it accepts that begin with the
-// HTTP/2 preface, so that the drain sends them a GOAWAY instead of closing
-// them when idle.
+// HTTP/2 preface, and taps those (see h2Tap), so that the drain can send
+// them its two GOAWAYs instead of closing them when idle.
 type sniffListener struct{ net.Listener }
 
 func (l sniffListener) Accept() (net.Conn, error) {
@@ -24,35 +24,56 @@ func (l sniffListener) Accept() (net.Conn, error) {
 	return &sniffConn{Conn: c}, nil
 }
 
-// sniffConn looks at the first bytes read from a connection.
+// sniffConn looks at the first bytes read from a connection; once they are
+// the HTTP/2 preface, it passes everything the server reads and writes
+// through a tap.
 type sniffConn struct {
 	net.Conn
-	h2    atomic.Bool
-	head  []byte // the first bytes, until len(h2Preface) or a mismatch
-	known bool   // only touched by the reading goroutine
+	tap   atomic.Pointer[h2Tap] // set by the reading goroutine, used by the writing one too
+	head  []byte                // the first bytes, until len(h2Preface) or a mismatch
+	known bool                  // only touched by the reading goroutine
 }
 
 func (c *sniffConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
+	if t := c.tap.Load(); t != nil {
+		t.read(p[:n])
+		return n, err
+	}
 	if !c.known && n > 0 {
+		before := len(c.head)
 		c.head = append(c.head, p[:min(n, len(h2Preface)-len(c.head))]...)
 		switch {
 		case !bytes.HasPrefix(h2Preface, c.head):
 			c.known, c.head = true, nil
 		case len(c.head) == len(h2Preface):
-			c.h2.Store(true)
+			// net/http reads the whole preface itself; the tap passes
+			// over it, counting from the connection's first byte.
+			t := newH2Tap(c.Conn)
+			t.read(h2Preface[:before])
+			t.read(p[:n])
+			c.tap.Store(t)
 			c.known, c.head = true, nil
 		}
 	}
 	return n, err
 }
 
-// ReadFrom keeps net/http's sendfile path.
+// Write passes an HTTP/2 server's output through the tap.
+func (c *sniffConn) Write(p []byte) (int, error) {
+	if t := c.tap.Load(); t != nil {
+		return t.write(p)
+	}
+	return c.Conn.Write(p)
+}
+
+// ReadFrom keeps net/http's sendfile path (HTTP/1.x only: an HTTP/2
+// server writes frames, through Write).
 func (c *sniffConn) ReadFrom(r io.Reader) (int64, error) {
-	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok && c.tap.Load() == nil {
 		return rf.ReadFrom(r)
 	}
-	return io.Copy(c.Conn, r)
+	return io.Copy(struct{ io.Writer }{c}, r)
 }
 
 // CloseWrite keeps net/http's graceful close of HTTP/1.x connections.

@@ -50,10 +50,10 @@ type stats struct {
 	// cleanEnds: connections the server ended with the protocol's clean
 	// close (close frame 1001; GOAWAY NO_ERROR then EOF).
 	cleanEnds int64
-	// resent: requests the server's GOAWAY said it never processed, or
-	// WebSocket messages that crossed the server's close frame; the
-	// protocol lets the client send them again, and it did, to the next
-	// generation. Counted, not hidden.
+	// resent: WebSocket messages that crossed the server's close frame;
+	// the protocol lets the client send them again, and it did, to the
+	// next generation. Counted, not hidden. (An HTTP/2 request the
+	// server's GOAWAY left unprocessed is a failure.)
 	resent int64
 	// unsent: HTTP/2 requests the client connection refused to send
 	// because a GOAWAY had just arrived; never on the wire.
@@ -310,9 +310,13 @@ func h2Client(ctx context.Context, addr string, useTLS bool, id int, st *stats) 
 		cancel()
 		switch {
 		case err != nil && strings.Contains(err.Error(), "graceful shutdown GOAWAY"):
-			// The server never processed it (its GOAWAY said so): the
-			// protocol lets the client send it again, on a new connection.
-			st.add(func(s *stats) { s.resent++ })
+			// The server never processed it (its GOAWAY said so). The
+			// protocol lets a client send it again, but many do not
+			// (h2load, proxies): with the drain's two GOAWAYs no stream the
+			// client opened before it knew is refused, so this is a failure.
+			st.fail("%s %d to %d: refused by the GOAWAY: %v", scheme, id, connPID, err)
+			cc.Close()
+			cc, w = nil, nil
 		case err != nil && strings.Contains(err.Error(), "client conn not usable"):
 			// The GOAWAY arrived between our check and the send: the
 			// request never left the client.
