@@ -12,8 +12,9 @@
 // all of a process's servers the same way:
 //
 //   - [HTTP]: HTTP/1.x with a lame-duck phase, HTTP/2 over TLS and h2c with
-//     GOAWAY, and hijacked connections (WebSocket, CONNECT), whose handlers
-//     learn through [WrapUp] that they should finish.
+//     a two-phase GOAWAY that refuses no stream a client has sent, and
+//     hijacked connections (WebSocket, CONNECT), whose handlers learn
+//     through [WrapUp] that they should finish.
 //   - [Listener]: a tracking listener for raw TCP (or unix) protocols.
 //   - [Stopper]: anything with GracefulStop and Stop, such as a gRPC server,
 //     without this module depending on it.
@@ -36,7 +37,11 @@
 // connection ends and opens its next one to the new generation; a
 // connection left idle is closed only after it has stayed idle for
 // [HTTP.IdleTimeout] during the drain. Shutdown also ignores hijacked
-// connections (golang/go#17721), which [HTTP] tracks, and gRPC's
+// connections (golang/go#17721), which [HTTP] tracks. For HTTP/2 it sends
+// a single GOAWAY naming the last stream it has seen, so a stream the
+// client opened meanwhile is refused; [HTTP] sends a GOAWAY that refuses
+// nothing first and the real one only after the client's round trip. And
+// gRPC's
 // GracefulStop waits forever on a stream that does not end
 // (grpc/grpc-go#2448), which [Stopper] bounds.
 package drain

@@ -257,11 +257,19 @@ func (h *HTTP) forgetHijacked(c net.Conn) {
 // closes each HTTP/1.x keep-alive connection after its next response
 // (which carries "Connection: close") or after it stayed idle for
 // IdleTimeout, and waits for the handlers of hijacked connections to close
-// them. HTTP/2 connections get a GOAWAY with their next response (net/http
-// turns "Connection: close" into one), and those still open once no
-// HTTP/1.x connection is left get one from http.Server.Shutdown; each
-// closes when its streams are done. Drain returns when no connection is
-// left.
+// them. HTTP/2 connections (h2c, and TLS unless the server set its own
+// TLSNextProto) are drained in two phases (RFC 9113 §6.8): a PING measures
+// the client's round trip; once the client has been quiet for two of them
+// a GOAWAY naming the highest possible stream, which refuses nothing,
+// tells it to open no more, followed by a PING; once that PING is
+// acknowledged (or NoticeTimeout passed), every stream the client opened
+// before it knew has reached the server, and http.Server.Shutdown sends
+// the final GOAWAY naming the last of them. Each connection closes when
+// its streams are done. A request the client sent is never refused. (The
+// final GOAWAYs go out together once no HTTP/1.x connection is left;
+// a server with its own TLSNextProto gets net/http's single GOAWAY with
+// the next response, which can refuse a stream in flight.) Drain returns
+// when no connection is left.
 //
 // If ctx is done first, it closes the remaining connections (hijacked ones
 // included), counts those busy with a request and every hijacked one as
