@@ -235,8 +235,11 @@ func (w *frameWatcher) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// h2Client sends GET / back to back on one HTTP/2 connection at a time
-// (never a pool, never a retry of its own). When the connection can take
+// h2Burst is how many streams an h2Client keeps in flight at once.
+const h2Burst = 4
+
+// h2Client sends bursts of h2Burst concurrent GET / on one HTTP/2
+// connection at a time (never a pool, never a retry of its own). When the connection can take
 // no new request it checks that the server said GOAWAY (NO_ERROR) and that
 // nothing was reset, closes it and dials the next one.
 func h2Client(ctx context.Context, addr string, useTLS bool, id int, st *stats) {
@@ -299,47 +302,71 @@ func h2Client(ctx context.Context, addr string, useTLS bool, id int, st *stats) 
 				continue
 			}
 		}
-		req, _ := http.NewRequest("GET", scheme+"://"+addr+"/", nil)
-		rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		sent := time.Now()
-		resp, err := cc.RoundTrip(req.WithContext(rctx))
-		if err == nil {
-			_, err = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
+		// A burst of concurrent streams, as browsers and proxies send
+		// them: a GOAWAY that names only the streams the server has seen
+		// would refuse those still on the wire.
+		type result struct {
+			resp *http.Response
+			err  error
+			sent time.Time
+			took time.Duration
 		}
-		cancel()
-		switch {
-		case err != nil && strings.Contains(err.Error(), "graceful shutdown GOAWAY"):
-			// The server never processed it (its GOAWAY said so). The
-			// protocol lets a client send it again, but many do not
-			// (h2load, proxies): with the drain's two GOAWAYs no stream the
-			// client opened before it knew is refused, so this is a failure.
-			st.fail("%s %d to %d: refused by the GOAWAY: %v", scheme, id, connPID, err)
-			cc.Close()
-			cc, w = nil, nil
-		case err != nil && strings.Contains(err.Error(), "client conn not usable"):
-			// The GOAWAY arrived between our check and the send: the
-			// request never left the client.
-			st.add(func(s *stats) { s.unsent++ })
-		case err != nil:
-			st.fail("%s %d to %d: %v", scheme, id, connPID, err)
-			cc.Close()
-			cc, w = nil, nil
-		case resp.StatusCode != 200 || resp.ProtoMajor != 2:
-			st.fail("%s %d: %s %s", scheme, id, resp.Proto, resp.Status)
-		default:
-			pid, _ := strconv.Atoi(resp.Header.Get("X-Pid"))
-			st.lat.Record(sent, time.Since(sent))
-			st.add(func(s *stats) {
-				s.ok++
-				if connPID == 0 {
-					s.pids[pid]++
-					if slices.Contains(lastPIDs, pid) {
-						s.samePID++
-					}
+		results := make([]result, h2Burst)
+		var burst sync.WaitGroup
+		for i := range results {
+			burst.Go(func() {
+				r := &results[i]
+				req, _ := http.NewRequest("GET", scheme+"://"+addr+"/", nil)
+				rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				r.sent = time.Now()
+				r.resp, r.err = cc.RoundTrip(req.WithContext(rctx))
+				if r.err == nil {
+					_, r.err = io.Copy(io.Discard, r.resp.Body)
+					r.resp.Body.Close()
 				}
+				r.took = time.Since(r.sent)
 			})
-			connPID = pid
+		}
+		burst.Wait()
+		broken := false
+		for _, r := range results {
+			switch err, resp := r.err, r.resp; {
+			case err != nil && strings.Contains(err.Error(), "graceful shutdown GOAWAY"):
+				// The server never processed it (its GOAWAY said so). The
+				// protocol lets a client send it again, but many do not
+				// (h2load, proxies): with the drain's two GOAWAYs no stream
+				// the client opened before it knew is refused, so this is a
+				// failure.
+				st.fail("%s %d to %d: refused by the GOAWAY: %v", scheme, id, connPID, err)
+				broken = true
+			case err != nil && strings.Contains(err.Error(), "client conn not usable"):
+				// The GOAWAY arrived before this stream was opened: the
+				// request never left the client.
+				st.add(func(s *stats) { s.unsent++ })
+			case err != nil:
+				st.fail("%s %d to %d: %v", scheme, id, connPID, err)
+				broken = true
+			case resp.StatusCode != 200 || resp.ProtoMajor != 2:
+				st.fail("%s %d: %s %s", scheme, id, resp.Proto, resp.Status)
+			default:
+				pid, _ := strconv.Atoi(resp.Header.Get("X-Pid"))
+				st.lat.Record(r.sent, r.took)
+				st.add(func(s *stats) {
+					s.ok++
+					if connPID == 0 {
+						s.pids[pid]++
+						if slices.Contains(lastPIDs, pid) {
+							s.samePID++
+						}
+					}
+				})
+				connPID = pid
+			}
+		}
+		if broken {
+			cc.Close()
+			cc, w = nil, nil
 		}
 	}
 	if cc != nil {
