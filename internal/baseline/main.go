@@ -12,8 +12,10 @@
 //	GET /stream?dur=3s    X-Pid, X-Lines: dur/100ms, then that many lines,
 //	                      one every 100 ms, each flushed
 //
-// Flags: -addr (default 127.0.0.1:8080) and -pidfile. SIGHUP upgrades,
-// SIGTERM drains and exits 0.
+// Flags: -addr (default 127.0.0.1:8080) and -pidfile; -h2c also serves
+// HTTP/2 with prior knowledge on the same port (net/http's
+// Server.Protocols), for HTTP/2 load tools. SIGHUP upgrades, SIGTERM
+// drains and exits 0.
 package main
 
 import (
@@ -21,7 +23,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log"
 	"net/http"
 	"os"
@@ -45,6 +46,7 @@ func main() {
 func run() int {
 	addr := flag.String("addr", "127.0.0.1:8080", "`address` to listen on")
 	pidFile := flag.String("pidfile", "", "`path` of the pid file, written when ready")
+	h2c := flag.Bool("h2c", false, "also serve h2c (HTTP/2 with prior knowledge)")
 	flag.Parse()
 	log.SetPrefix(fmt.Sprintf("baseline %d: ", os.Getpid()))
 
@@ -81,6 +83,11 @@ func run() int {
 	srv := &http.Server{
 		Handler:           handler(os.Getpid()),
 		ReadHeaderTimeout: 10 * time.Second,
+	}
+	if *h2c {
+		srv.Protocols = new(http.Protocols)
+		srv.Protocols.SetHTTP1(true)
+		srv.Protocols.SetUnencryptedHTTP2(true)
 	}
 	go func() {
 		// After a successful upgrade tableflip closes the listener, so
@@ -127,7 +134,7 @@ func handler(pid int) http.Handler {
 				return
 			}
 		}
-		io.WriteString(w, "hello from "+pidStr+"\n")
+		fmt.Fprintf(w, "hello from %7s\n", pidStr) // the same length from every generation, as ab checks
 	})
 	mux.HandleFunc("GET /stream", func(w http.ResponseWriter, r *http.Request) {
 		d, err := time.ParseDuration(r.URL.Query().Get("dur"))
