@@ -119,6 +119,20 @@ func (a *attempt) relay(f *os.File) {
 func (a *attempt) end(failed bool) message {
 	a.l.conn.SetReadDeadline(time.Now())
 	<-a.heard
+	if failed && a.hello.PID == 0 {
+		// The deadline can stop the reader with the hello already queued:
+		// a generation that fails right after New sends it and may exit
+		// before the reader has run (a past deadline fails a read without
+		// looking). Look once more, briefly: the hello carries the stderr
+		// pipe, which says why it failed.
+		a.l.conn.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		if m, f, err := a.l.read(); err == nil {
+			a.hello = m
+			if f != nil {
+				a.startRelay(f)
+			}
+		}
+	}
 	a.l.conn.SetReadDeadline(time.Time{})
 	if failed && a.eof != nil {
 		select {
