@@ -12,9 +12,10 @@ package main
 // its per-request log says which requests it sent failed, and a request
 // lost with its connection shows only in started−done.
 //
-// They assert that every upgrade produced a serving generation and that no
-// request in h2load's logs failed, and log the rest for now. Without
-// h2load they skip, unless HITLESS_REQUIRE_OUTSIDE=1.
+// They assert that every upgrade produced a serving generation, that
+// h2load's summary counts no failed, errored or timed-out request, and
+// that no request in its logs failed. Without h2load they skip, unless
+// HITLESS_REQUIRE_OUTSIDE=1.
 
 import (
 	"context"
@@ -104,6 +105,12 @@ func h2loadThroughUpgrades(t *testing.T, useTLS bool) {
 		if f := res.r.LogFailed(); f != 0 {
 			t.Errorf("run %d: %d of the %d requests h2load sent failed (%d streams ended with an error, status -1)",
 				i+1, f, len(res.r.Log)-res.r.LogUnsent(), rd.refused)
+		}
+		// h2load's own summary: its failed count includes the requests it
+		// queued and then would not send because a GOAWAY had arrived
+		// (the log's "never sent").
+		if r := res.r; r.Failed != 0 || r.Errored != 0 || r.Timeout != 0 {
+			t.Errorf("run %d: h2load counted %d failed, %d errored, %d timed out (%d never sent)", i+1, r.Failed, r.Errored, r.Timeout, r.LogUnsent())
 		}
 		// Unless the run was under way, the upgrade was not crossed.
 		if rd.before == 0 {
