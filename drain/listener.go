@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -34,11 +35,16 @@ type Listener struct {
 	Name string
 
 	wrap      wrapUp
+	closed    wrapUp // Close was called: ends an Accept that holdAccepts holds
 	mu        sync.Mutex
 	conns     map[*trackedConn]struct{}
 	draining  bool
-	cutting   bool // closes from now on are cuts
-	finished  bool // Drain has returned; late connections are refused
+	holding   bool          // holdAccepts stopped accepting; Accept's error waits for Close
+	cutting   bool          // closes from now on are cuts
+	finished  bool          // Drain has returned; late connections are refused
+	accepting int           // Accept calls waiting in, or just back from, the wrapped listener
+	fresh     int           // connections Accept handed out that the server has not used yet
+	handoff   chan struct{} // signalled when accepting or fresh goes down while holding
 	drainedAt time.Time
 	open      int
 	ended     int
@@ -49,14 +55,36 @@ type Listener struct {
 
 // Accept waits for and returns the next connection, tracked. After Drain
 // has begun it returns the connections the wrapped listener still hands
-// out, then net.ErrClosed (wrapped) once that listener is closed.
+// out, then net.ErrClosed (wrapped) once that listener is closed. While
+// [Stopper.Drain] drains the Listener, that error waits until Close is
+// called (grpc.Server.GracefulStop calls it first): see holdAccepts.
 func (l *Listener) Accept() (net.Conn, error) {
+	// Counted until the connection is tracked, so that handedOver cannot
+	// miss one that the wrapped listener has returned but Accept has not
+	// yet recorded.
+	l.mu.Lock()
+	l.accepting++
+	l.mu.Unlock()
 	c, err := l.Listener.Accept()
 	if err != nil {
+		l.mu.Lock()
+		l.accepting--
+		l.handoffLocked()
+		holding := l.holding
+		l.mu.Unlock()
+		if holding {
+			// Stopper closed the wrapped listener to stop accepting before
+			// GracefulStop (see holdAccepts). The server must not learn of
+			// it before it is itself stopping: grpc.Server.Serve would
+			// return this error instead of nil. It learns when it closes
+			// this Listener, as GracefulStop does first.
+			<-l.closed.channel()
+		}
 		return nil, err
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.accepting--
 	if l.finished {
 		// Drain decided it was done before this connection was handed
 		// out; nobody would ever close it.
@@ -66,7 +94,9 @@ func (l *Listener) Accept() (net.Conn, error) {
 	if l.conns == nil {
 		l.conns = make(map[*trackedConn]struct{})
 	}
-	tc := &trackedConn{Conn: c, l: l}
+	tc := &trackedConn{Conn: c, l: l, accepted: time.Now()}
+	tc.fresh.Store(true)
+	l.fresh++
 	l.conns[tc] = struct{}{}
 	if l.draining {
 		l.open++
@@ -74,9 +104,14 @@ func (l *Listener) Accept() (net.Conn, error) {
 	return tc, nil
 }
 
-// Close closes the wrapped listener; connections already accepted stay
-// open. Drain closes it too.
-func (l *Listener) Close() error { return l.Listener.Close() }
+// Close closes the wrapped listener, and ends an Accept that
+// [Stopper.Drain] holds; connections already accepted stay open. Drain
+// closes it too.
+func (l *Listener) Close() error {
+	err := l.Listener.Close()
+	l.closed.fire()
+	return err
+}
 
 // Addr returns the wrapped listener's address.
 func (l *Listener) Addr() net.Addr { return l.Listener.Addr() }
@@ -173,6 +208,89 @@ func (l *Listener) reportLocked() Report {
 	}
 }
 
+// usedLocked counts one fresh connection as used (or gone). l.mu is held.
+func (l *Listener) usedLocked() {
+	l.fresh--
+	l.handoffLocked()
+}
+
+// handoffLocked wakes handedOver, if it waits. l.mu is held.
+func (l *Listener) handoffLocked() {
+	if l.handoff != nil {
+		select {
+		case l.handoff <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// holdAccepts stops accepting for [Stopper.Drain] without telling the
+// server yet: it closes the wrapped listener (connections still queued in
+// the kernel stay there for the next generation, which shares the socket),
+// and makes the error that ends the server's Accept wait until the server
+// closes this Listener itself.
+func (l *Listener) holdAccepts() {
+	l.mu.Lock()
+	l.holding = true
+	if l.handoff == nil {
+		l.handoff = make(chan struct{}, 1)
+	}
+	l.mu.Unlock()
+	// An error means it is closed already: accepting has stopped either
+	// way.
+	l.Listener.Close()
+}
+
+// releaseAccepts ends an Accept that holdAccepts holds, for a server that
+// returned from GracefulStop without closing its listener.
+func (l *Listener) releaseAccepts() { l.closed.fire() }
+
+// handoffWait is how long handedOver waits for a server to use a
+// connection it has accepted. gRPC's accept loop hands each connection to
+// a goroutine of its own, which uses it at once (its first act is
+// SetDeadline); a connection left untouched for this long is one the
+// server is not about to serve, and waiting longer would only delay the
+// drain.
+const handoffWait = time.Second
+
+// handedOver waits, after holdAccepts, until every Accept in progress has
+// returned and the server has used (or closed) every connection Accept
+// handed out, or until ctx is done. It gives up on a connection
+// handoffWait after its accept, and on an Accept in progress handoffWait
+// after the call.
+func (l *Listener) handedOver(ctx context.Context) {
+	start := time.Now()
+	for {
+		l.mu.Lock()
+		accepting, fresh := l.accepting, l.fresh
+		// Wait until handoffWait after the latest of the call and the
+		// accepts of the fresh connections.
+		last := start
+		if fresh > 0 {
+			for c := range l.conns {
+				if c.fresh.Load() && c.accepted.After(last) {
+					last = c.accepted
+				}
+			}
+		}
+		l.mu.Unlock()
+		wait := time.Until(last.Add(handoffWait))
+		if (accepting == 0 && fresh == 0) || wait <= 0 {
+			return
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-l.handoff:
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
 // forget removes c and counts how it ended.
 func (l *Listener) forget(c *trackedConn) {
 	l.mu.Lock()
@@ -181,6 +299,9 @@ func (l *Listener) forget(c *trackedConn) {
 		return
 	}
 	delete(l.conns, c)
+	if c.fresh.CompareAndSwap(true, false) {
+		l.usedLocked()
+	}
 	if !l.draining {
 		return
 	}
@@ -202,8 +323,53 @@ func (l *Listener) forget(c *trackedConn) {
 // drain.
 type trackedConn struct {
 	net.Conn
-	l    *Listener
-	once sync.Once
+	l        *Listener
+	once     sync.Once
+	accepted time.Time
+	// fresh is true until the server first uses the connection (a Read,
+	// Write or deadline), or it is closed: see Listener.handedOver.
+	fresh atomic.Bool
+}
+
+// use records that the server has begun serving c. After the first call
+// it costs one atomic load.
+func (c *trackedConn) use() {
+	if c.fresh.Load() && c.fresh.CompareAndSwap(true, false) {
+		c.l.mu.Lock()
+		c.l.usedLocked()
+		c.l.mu.Unlock()
+	}
+}
+
+// Read reads from the connection.
+func (c *trackedConn) Read(b []byte) (int, error) {
+	c.use()
+	return c.Conn.Read(b)
+}
+
+// Write writes to the connection.
+func (c *trackedConn) Write(b []byte) (int, error) {
+	c.use()
+	return c.Conn.Write(b)
+}
+
+// SetDeadline sets the connection's deadlines. A server that sets one has
+// taken the connection up (gRPC does so first of all).
+func (c *trackedConn) SetDeadline(t time.Time) error {
+	c.use()
+	return c.Conn.SetDeadline(t)
+}
+
+// SetReadDeadline sets the connection's read deadline.
+func (c *trackedConn) SetReadDeadline(t time.Time) error {
+	c.use()
+	return c.Conn.SetReadDeadline(t)
+}
+
+// SetWriteDeadline sets the connection's write deadline.
+func (c *trackedConn) SetWriteDeadline(t time.Time) error {
+	c.use()
+	return c.Conn.SetWriteDeadline(t)
 }
 
 // Close closes the connection. Only the first call counts for the drain.

@@ -23,17 +23,27 @@ type GracefulStopper interface {
 // stream end after its last complete message and can start a new one,
 // which reaches the next generation.
 //
+// Serve the server from a [Listener] and set [Stopper.Listener]: then a
+// connection that reaches this generation just as it begins to drain is
+// served (and sent a GOAWAY) rather than closed unanswered. GracefulStop
+// alone does not promise that: grpc.Server.GracefulStop closes any
+// connection its accept loop has taken but not yet begun serving, which in
+// a single process is a connection refused at shutdown, but during an
+// upgrade is a connection the next generation would have served. See
+// [Stopper.Drain].
+//
 // A Stopper may not be reused after Drain.
 type Stopper struct {
 	// Server is the server to stop; required.
 	Server GracefulStopper
 	// Name names the server in reports. Empty means "grpc".
 	Name string
-	// Listener, if set, is the listener the server serves from; the report
-	// then counts its connections (open, ended, cut). Without it the
-	// report says only how long the drain took, and Cut is 1 if Stop had
-	// to be called. Stopper drains Listener itself: do not add it to a Group
-	// as well.
+	// Listener, if set, is the listener the server serves from; Drain
+	// then stops accepting itself before GracefulStop, and the report
+	// counts its connections (open, ended, cut). Without it the report
+	// says only how long the drain took, and Cut is 1 if Stop had to be
+	// called. Stopper drains Listener itself: do not add it to a Group as
+	// well.
 	Listener *Listener
 
 	wrap wrapUp
@@ -43,10 +53,23 @@ type Stopper struct {
 // concurrent use, at any time.
 func (s *Stopper) WrapUp() <-chan struct{} { return s.wrap.channel() }
 
-// Drain closes WrapUp and calls GracefulStop, which stops accepting, lets
-// the RPCs in flight finish and returns. If ctx is done first, it calls
-// Stop, waits for GracefulStop to return, and returns an error wrapping
-// ctx.Err() with the report. Drain is not meant to be called twice.
+// Drain stops accepting, closes WrapUp and calls GracefulStop, which sends
+// GOAWAY, lets the RPCs in flight finish and returns. If ctx is done
+// first, it calls Stop, waits for GracefulStop to return, and returns an
+// error wrapping ctx.Err() with the report. Drain is not meant to be
+// called twice.
+//
+// With a Listener, Drain first stops accepting (the server's Accept is held
+// until GracefulStop closes the Listener, so Serve still returns nil) and
+// waits until the server has begun serving every connection it accepted —
+// at most a second for each, and never past ctx — before it calls
+// GracefulStop. grpc-go's accept loop starts a goroutine per connection,
+// and that goroutine closes its connection without a word if GracefulStop
+// has begun by the time it runs (grpc/grpc-go#1737 describes the race; the
+// check that closes is in Server.handleRawConn); the client then sees its
+// connection reset before the server's HTTP/2 preface and fails the RPCs
+// waiting for it. Once the server has begun serving a connection,
+// GracefulStop sends it a GOAWAY like every other.
 func (s *Stopper) Drain(ctx context.Context) (Report, error) {
 	start := time.Now()
 	name := s.Name
@@ -55,6 +78,11 @@ func (s *Stopper) Drain(ctx context.Context) (Report, error) {
 	}
 	if s.Listener != nil {
 		s.Listener.begin()
+		s.Listener.holdAccepts()
+		s.Listener.handedOver(ctx)
+		// If the server returns from GracefulStop or Stop without closing
+		// its listener, its Accept must not stay held.
+		defer s.Listener.releaseAccepts()
 		s.Listener.wrap.fire()
 	}
 	s.wrap.fire()
@@ -72,6 +100,9 @@ func (s *Stopper) Drain(ctx context.Context) (Report, error) {
 			s.Listener.mu.Lock()
 			s.Listener.cutting = true
 			s.Listener.mu.Unlock()
+			// A server whose GracefulStop waits for its accept loop
+			// without closing its listener first must get out of it now.
+			s.Listener.releaseAccepts()
 		}
 		s.Server.Stop()
 		<-graceful

@@ -10,8 +10,21 @@
 // When this generation drains, Count streams end early but cleanly: the
 // last complete message, then status OK with the trailer
 // "hitless-ended: going-away", so the client knows to ask the next
-// generation for the rest. drain.Stopper calls GracefulStop (GOAWAY, let
-// the RPCs finish) and, at the drain deadline, Stop.
+// generation for the rest. drain.Stopper stops accepting, lets every
+// connection already accepted be served, calls GracefulStop (GOAWAY, let
+// the RPCs finish) and, at the drain deadline, Stop. docs/grpc.md says what
+// a client sees.
+//
+// Each generation logs, as it exits, how many RPCs reached it ("rpcs
+// served"), so that a test can check that every RPC a load tool made was
+// answered by some generation.
+//
+// echo.proto describes the service for tools that need a .proto file:
+//
+//	ghz --insecure --proto echo.proto --call hitless.example.Echo.Echo -d '"hi"' 127.0.0.1:9090
+//	ghz --insecure --proto echo.proto --call hitless.example.Echo.Count -d '5' 127.0.0.1:9090
+//
+// (The messages are wrappers, whose JSON form is the bare value.)
 package main
 
 import (
@@ -22,6 +35,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -57,17 +71,24 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	// The Listener is not only for the report: through it, Stopper stops
+	// accepting before GracefulStop and lets the server take up every
+	// connection it has accepted, which GracefulStop alone would close
+	// unanswered (see drain.Stopper).
 	ln := &drain.Listener{Listener: inner}
 	gs := grpc.NewServer()
 	stopper := &drain.Stopper{Server: gs, Listener: ln}
-	gs.RegisterService(&echoService, &echoServer{pid: strconv.Itoa(os.Getpid()), wrapUp: stopper.WrapUp()})
+	es := &echoServer{pid: strconv.Itoa(os.Getpid()), wrapUp: stopper.WrapUp()}
+	gs.RegisterService(&echoService, es)
 	served := make(chan error, 1)
 	go func() { served <- gs.Serve(ln) }()
 	err = upg.Run(context.Background(), logged{stopper, log})
-	// Serve has returned: GracefulStop or Stop made it.
+	// Serve has returned: GracefulStop or Stop made it, and every handler
+	// has returned.
 	if serr := <-served; serr != nil && !errors.Is(serr, grpc.ErrServerStopped) {
 		log.Error("serve", "err", serr)
 	}
+	log.Info("rpcs served", "echo", es.echoes.Load(), "count", es.counts.Load(), "count_wrapped_up", es.wrapped.Load())
 	return err
 }
 
@@ -86,13 +107,18 @@ func (l logged) Drain(ctx context.Context) (drain.Report, error) {
 type echoServer struct {
 	pid    string
 	wrapUp <-chan struct{}
+	// RPCs that reached this generation: Echo calls, Count streams, and
+	// the Count streams it ended early because it was draining.
+	echoes, counts, wrapped atomic.Int64
 }
 
 func (s *echoServer) echo(_ context.Context, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+	s.echoes.Add(1)
 	return wrapperspb.String(s.pid + ": " + in.GetValue()), nil
 }
 
 func (s *echoServer) count(n *wrapperspb.UInt32Value, stream grpc.ServerStream) error {
+	s.counts.Add(1)
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for i := range n.GetValue() {
@@ -100,6 +126,7 @@ func (s *echoServer) count(n *wrapperspb.UInt32Value, stream grpc.ServerStream) 
 		case <-tick.C:
 		case <-s.wrapUp:
 			// End at a message boundary, and say why.
+			s.wrapped.Add(1)
 			stream.SetTrailer(metadata.Pairs("hitless-ended", "going-away"))
 			return nil
 		case <-stream.Context().Done():
@@ -113,7 +140,8 @@ func (s *echoServer) count(n *wrapperspb.UInt32Value, stream grpc.ServerStream) 
 	return nil
 }
 
-// echoService is what protoc would generate for:
+// echoService is what protoc would generate for the service in
+// echo.proto:
 //
 //	service Echo {
 //	  rpc Echo(google.protobuf.StringValue) returns (google.protobuf.StringValue);

@@ -291,3 +291,68 @@ func TestStreamPastDeadlineIsStopped(t *testing.T) {
 		t.Errorf("exit status %d, want 1 when an RPC was cut", st.ExitStatus())
 	}
 }
+
+// TestNewConnectionsThroughUpgrades upgrades 20 times while clients open a
+// new connection for every RPC, so that connections keep arriving while
+// generations drain. The one that the old generation accepts just as its
+// drain begins must be served (and sent a GOAWAY), not closed before the
+// server's HTTP/2 preface, which fails the RPC waiting for it with
+// "error reading server preface" or "connection reset by peer" (see
+// drain.Stopper).
+func TestNewConnectionsThroughUpgrades(t *testing.T) {
+	const upgrades = 20
+	dir := t.TempDir()
+	addr := harness.FreeAddrT(t)
+	pidFile := filepath.Join(dir, "grpc.pid")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s, _ := harness.StartT(t, harness.Config{Binary: serverBin, Args: []string{"-addr", addr, "-pidfile", pidFile}, PIDFile: pidFile})
+	un := &tally{pids: make(map[string]int)}
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	defer stopLoad()
+	var wg sync.WaitGroup
+	for id := range 8 {
+		wg.Go(func() {
+			for i := 0; loadCtx.Err() == nil; i++ {
+				cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+				if err != nil {
+					un.fail("client %d: %v", id, err)
+					return
+				}
+				rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				out := new(wrapperspb.StringValue)
+				text := fmt.Sprintf("worker %d call %d", id, i)
+				err = cc.Invoke(rctx, "/hitless.example.Echo/Echo", wrapperspb.String(text), out)
+				cancel()
+				cc.Close()
+				pid, rest, _ := strings.Cut(out.GetValue(), ": ")
+				switch {
+				case err != nil:
+					un.fail("unary %d: %v", id, err)
+				case rest != text:
+					un.fail("unary %d: got %q for %q", id, out.GetValue(), text)
+				default:
+					un.good(pid, false)
+				}
+			}
+		})
+	}
+	time.Sleep(300 * time.Millisecond)
+	for i := range upgrades {
+		if _, err := s.Upgrade(ctx); err != nil {
+			stopLoad()
+			wg.Wait()
+			t.Fatalf("upgrade %d: %v", i+1, err)
+		}
+		time.Sleep(150 * time.Millisecond)
+	}
+	stopLoad()
+	wg.Wait()
+	t.Logf("unary, a new connection each: %d ok, %d failed, %d generations", un.ok, un.failed, len(un.pids))
+	if un.failed != 0 {
+		t.Errorf("%d failures:\n%s", un.failed, strings.Join(un.errs, "\n"))
+	}
+	if len(un.pids) < upgrades {
+		t.Errorf("answers from %d generations, want %d", len(un.pids), upgrades+1)
+	}
+}
