@@ -50,6 +50,7 @@ func run() error {
 	crashLoopAfter := flag.Int("crash-loop-after", upgrade.DefaultCrashLoopAfter, "after this many failed upgrades in a row, refuse upgrades for a while (negative: never)")
 	preflight := flag.Bool("preflight", true, "before starting a new binary, run it with -check and the same flags")
 	fdStore := flag.Bool("fdstore", false, "keep the listening sockets in systemd's fd store (the unit needs FileDescriptorStoreMax=)")
+	h2c := flag.Bool("h2c", false, "also serve HTTP/2 with prior knowledge (h2c) on the same listener, for HTTP/2 load tools")
 	check := flag.Bool("check", false, "check the flags and exit: what a running generation asks of a new binary before starting it")
 	flag.Parse()
 
@@ -104,6 +105,14 @@ func run() error {
 	// IdleTimeout, idle keep-alive connections could hold every descriptor
 	// and make every upgrade fail for want of one.
 	srv := &drain.HTTP{Server: &http.Server{Handler: handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}}
+	if *h2c {
+		// drain.HTTP tells h2c connections from HTTP/1.1 ones by their
+		// first bytes, and drains them with GOAWAY, when Protocols says
+		// so; it must be set before serving.
+		srv.Server.Protocols = new(http.Protocols)
+		srv.Server.Protocols.SetHTTP1(true)
+		srv.Server.Protocols.SetUnencryptedHTTP2(true)
+	}
 	go func() {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			log.Error("serve", "err", err)

@@ -8,6 +8,10 @@
 // the way tableflip's README shows (internal/baseline).
 //
 //	go run ./internal/bench [-upgrades 10] [-out bench.md]
+//	go run ./internal/bench -outside [-upgrades 10] [-out outside.md]
+//
+// -outside runs only the comparison under load tools nobody here wrote
+// (wrk, ab, h2load; see outside.go).
 //
 // WebSocket, HTTP/2 and gRPC run in the examples/extra module's tests (they
 // keep those dependencies out of this module); their figures are in
@@ -31,6 +35,14 @@ import (
 )
 
 func main() {
+	if outsideRequested(os.Args[1:]) {
+		// The outside-client comparison has flags of its own.
+		if err := runOutside(os.Args[1:]); err != nil {
+			fmt.Fprintln(os.Stderr, "bench -outside:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
