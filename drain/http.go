@@ -46,7 +46,9 @@ type HTTP struct {
 	// Name names the server in reports. Empty means "http".
 	Name string
 	// IdleTimeout is how long a keep-alive connection may stay idle during
-	// the drain before it is closed. A client that sends its next request
+	// the drain before it is closed; longer, up to ten times as long, for a
+	// connection whose client has itself left it idle longer between
+	// requests (twice its longest such gap). A client that sends its next request
 	// within it gets an answer marked "Connection: close"; closing an idle
 	// connection always risks racing a request that is just being sent, so
 	// the drain waits this long for the client to use or close it first.
@@ -91,6 +93,9 @@ type connInfo struct {
 	h2 bool
 	// checked says whether the connection's protocol has been looked at.
 	checked bool
+	// longestIdle is the longest the client left the connection idle
+	// between two requests (HTTP/1.x); see idleWait.
+	longestIdle time.Duration
 	// tap, for an HTTP/2 connection, lets the drain send the notice
 	// GOAWAY; noticed says the drain has begun doing so.
 	tap     *h2Tap
@@ -211,7 +216,11 @@ func (h *HTTP) track(c net.Conn, s http.ConnState) {
 				}
 			}
 		}
-		ci.state, ci.since = s, time.Now()
+		now := time.Now()
+		if ci.state == http.StateIdle && s == http.StateActive {
+			ci.longestIdle = max(ci.longestIdle, now.Sub(ci.since))
+		}
+		ci.state, ci.since = s, now
 	case http.StateHijacked:
 		// The handler owns the connection from now on; it stays
 		// tracked until the handler closes it (see hijackedConn).
@@ -419,13 +428,32 @@ func (h *HTTP) sweep(ctx context.Context, idle, notice time.Duration) (h1, rest,
 		if since.Before(h.drainedAt) {
 			since = h.drainedAt
 		}
-		if now.Sub(since) >= idle {
+		if now.Sub(since) >= idleWait(idle, ci) {
 			// The server sees the close and reports StateClosed, which
 			// counts the connection as ended.
 			c.Close()
 		}
 	}
 	return h1, rest + len(h.hijacked), noticing
+}
+
+// maxIdleWaits bounds idleWait, in IdleTimeouts.
+const maxIdleWaits = 10
+
+// idleWait is how long an idle HTTP/1.x connection is left alone during
+// the drain before it is closed: IdleTimeout, or, for a client that has
+// itself left this connection idle longer between two requests (one that
+// polls, or one too loaded to keep up), twice the longest such gap, up to
+// maxIdleWaits IdleTimeouts. Its next request then comes while the drain
+// waits, and is answered with "Connection: close", instead of racing the
+// close. (wrk with 8000 connections on two cores, whose requests on a
+// connection come up to 1.4 s apart, saw a few hundred closed under its
+// requests with a plain one-second wait.)
+func idleWait(idle time.Duration, ci *connInfo) time.Duration {
+	if ci.state != http.StateIdle {
+		return idle // new, without a request yet: nothing to go by
+	}
+	return max(idle, min(2*ci.longestIdle, maxIdleWaits*idle))
 }
 
 // Draining reports whether Drain has begun.
