@@ -128,7 +128,7 @@ func (r *rawH2) next() any {
 	}
 }
 
-func noticeServer(t *testing.T, useTLS bool, notice time.Duration) (*HTTP, string) {
+func noticeServer(t *testing.T, useTLS, ownListener bool, notice time.Duration) (*HTTP, string) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if d, err := time.ParseDuration(r.URL.Query().Get("sleep")); err == nil {
@@ -155,9 +155,13 @@ func noticeServer(t *testing.T, useTLS bool, notice time.Duration) (*HTTP, strin
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if useTLS {
+		switch {
+		case ownListener:
+			// A TLS listener of the caller's, served with Serve.
+			h.Serve(tls.NewListener(ln, &tls.Config{Certificates: srv.TLSConfig.Certificates, NextProtos: []string{"h2", "http/1.1"}}))
+		case useTLS:
 			h.ServeTLS(ln, "", "")
-		} else {
+		default:
 			h.Serve(ln)
 		}
 	}()
@@ -180,11 +184,11 @@ func noticeServer(t *testing.T, useTLS bool, notice time.Duration) (*HTTP, strin
 // that stream would be refused.
 func TestHTTP2NoticeBeforeFinalGoAway(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		tls  bool
-	}{{"h2c", false}, {"tls", true}} {
+		name     string
+		tls, own bool
+	}{{"h2c", false, false}, {"tls", true, false}, {"tls-listener-of-ours", true, true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			h, addr := noticeServer(t, tc.tls, 5*time.Second)
+			h, addr := noticeServer(t, tc.tls, tc.own, 5*time.Second)
 			c := dialRawH2(t, addr, tc.tls)
 			c.get(1, addr, "/?sleep=300ms") // in flight throughout
 			time.Sleep(50 * time.Millisecond)
@@ -256,7 +260,7 @@ func TestHTTP2NoticeBeforeFinalGoAway(t *testing.T) {
 // stream is still served.
 func TestHTTP2NoticeWithoutPingAnswers(t *testing.T) {
 	const notice = 150 * time.Millisecond
-	h, addr := noticeServer(t, false, notice)
+	h, addr := noticeServer(t, false, false, notice)
 	c := dialRawH2(t, addr, false)
 	c.get(1, addr, "/")
 	for f := c.next(); ; f = c.next() {

@@ -79,5 +79,9 @@ func (l tapTLSListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &tlsH2Conn{Conn: c.(*tls.Conn)}, nil
+	return tapTLS(c.(*tls.Conn)), nil
 }
+
+// tapTLS wraps a TLS connection, which net/http serves as it would the
+// *tls.Conn, in a tlsH2Conn.
+func tapTLS(c *tls.Conn) net.Conn { return &tlsH2Conn{Conn: c} }

@@ -105,10 +105,14 @@ type connInfo struct {
 // Serve accepts connections on ln and serves them with Server, like
 // http.Server.Serve. It returns http.ErrServerClosed once Drain has begun.
 func (h *HTTP) Serve(ln net.Listener) error {
-	if p := h.Server.Protocols; p != nil && p.UnencryptedHTTP2() {
-		// Only then can a cleartext connection be HTTP/2 (h2c); the
-		// state hooks do not say, its first bytes do.
-		ln = sniffListener{ln}
+	h.init()
+	// Only with UnencryptedHTTP2 can a cleartext connection be HTTP/2
+	// (h2c); the state hooks do not say, its first bytes do. TLS
+	// connections from a listener of the caller's are tapped as those of
+	// ServeTLS are.
+	h2c := h.Server.Protocols != nil && h.Server.Protocols.UnencryptedHTTP2()
+	if h2c || h.twoPhase {
+		ln = sniffListener{Listener: ln, h2c: h2c, tap: h.twoPhase}
 	}
 	return h.serve(ln, h.Server.Serve)
 }
@@ -211,8 +215,8 @@ func (h *HTTP) track(c net.Conn, s http.ConnState) {
 			case *tls.Conn:
 				ci.h2 = ci.h2 || c.ConnectionState().NegotiatedProtocol == "h2"
 			case *sniffConn:
-				if t := c.tap.Load(); t != nil {
-					ci.h2, ci.tap = true, t
+				if c.h2.Load() {
+					ci.h2, ci.tap = true, c.tap.Load()
 				}
 			}
 		}

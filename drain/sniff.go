@@ -2,6 +2,7 @@ package drain
 
 import (
 	"bytes"
+	"crypto/tls"
 	"io"
 	"net"
 	"sync/atomic"
@@ -12,16 +13,30 @@ import (
 var h2Preface = []byte("PRI * HTTP/2.0\r\n")
 
 // sniffListener marks the connections it accepts that begin with the
-// HTTP/2 preface, and taps those (see h2Tap), so that the drain can send
-// them its two GOAWAYs instead of closing them when idle.
-type sniffListener struct{ net.Listener }
+// HTTP/2 preface (if h2c) and taps those (if tap; see h2Tap), so that the
+// drain sends them a GOAWAY instead of closing them when idle, and its two
+// GOAWAYs if tapped. TLS connections (from a listener that makes them) go
+// to tapTLS instead.
+type sniffListener struct {
+	net.Listener
+	h2c, tap bool
+}
 
 func (l sniffListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
-	return &sniffConn{Conn: c}, nil
+	if tc, ok := c.(*tls.Conn); ok {
+		if l.tap {
+			return tapTLS(tc), nil
+		}
+		return c, nil
+	}
+	if !l.h2c {
+		return c, nil
+	}
+	return &sniffConn{Conn: c, noTap: !l.tap}, nil
 }
 
 // sniffConn looks at the first bytes read from a connection; once they are
@@ -29,6 +44,8 @@ func (l sniffListener) Accept() (net.Conn, error) {
 // through a tap.
 type sniffConn struct {
 	net.Conn
+	noTap bool                  // mark HTTP/2, but leave it alone (its server is not ours to drain in two phases)
+	h2    atomic.Bool           // the preface was seen
 	tap   atomic.Pointer[h2Tap] // set by the reading goroutine, used by the writing one too
 	head  []byte                // the first bytes, until len(h2Preface) or a mismatch
 	known bool                  // only touched by the reading goroutine
@@ -47,12 +64,15 @@ func (c *sniffConn) Read(p []byte) (int, error) {
 		case !bytes.HasPrefix(h2Preface, c.head):
 			c.known, c.head = true, nil
 		case len(c.head) == len(h2Preface):
-			// net/http reads the whole preface itself; the tap passes
-			// over it, counting from the connection's first byte.
-			t := newH2Tap(c.Conn)
-			t.read(h2Preface[:before])
-			t.read(p[:n])
-			c.tap.Store(t)
+			if !c.noTap {
+				// net/http reads the whole preface itself; the tap passes
+				// over it, counting from the connection's first byte.
+				t := newH2Tap(c.Conn)
+				t.read(h2Preface[:before])
+				t.read(p[:n])
+				c.tap.Store(t)
+			}
+			c.h2.Store(true)
 			c.known, c.head = true, nil
 		}
 	}
