@@ -110,7 +110,17 @@ func h2Client(t *testing.T, tlsOn bool) (*http.Transport, *[]*frameWatcher) {
 }
 
 func h2Server(t *testing.T, tlsOn bool) (*HTTP, string) {
-	srv := &http.Server{Handler: handler(), Protocols: new(http.Protocols)}
+	h, addr := serveH2(t, handler(), tlsOn, false)
+	h.IdleTimeout = 5 * time.Second // read by Drain only
+	return h, addr
+}
+
+// serveH2 serves hd with HTTP/1.1 and HTTP/2 (h2c, or TLS with a
+// self-signed certificate) through an HTTP on a loopback listener: with
+// ServeTLS, or, if ownListener, with Serve on a TLS listener of the
+// caller's.
+func serveH2(t *testing.T, hd http.Handler, tlsOn, ownListener bool) (*HTTP, string) {
+	srv := &http.Server{Handler: hd, Protocols: new(http.Protocols)}
 	srv.Protocols.SetHTTP1(true)
 	if tlsOn {
 		srv.Protocols.SetHTTP2(true)
@@ -118,7 +128,7 @@ func h2Server(t *testing.T, tlsOn bool) (*HTTP, string) {
 	} else {
 		srv.Protocols.SetUnencryptedHTTP2(true)
 	}
-	h := &HTTP{Server: srv, IdleTimeout: 5 * time.Second}
+	h := &HTTP{Server: srv}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -126,9 +136,12 @@ func h2Server(t *testing.T, tlsOn bool) (*HTTP, string) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if tlsOn {
+		switch {
+		case tlsOn && ownListener:
+			h.Serve(tls.NewListener(ln, &tls.Config{Certificates: srv.TLSConfig.Certificates, NextProtos: []string{"h2", "http/1.1"}}))
+		case tlsOn:
 			h.ServeTLS(ln, "", "")
-		} else {
+		default:
 			h.Serve(ln)
 		}
 	}()

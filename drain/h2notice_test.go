@@ -139,41 +139,9 @@ func noticeServer(t *testing.T, useTLS, ownListener bool, notice time.Duration) 
 		}
 		io.WriteString(w, "ok")
 	})
-	srv := &http.Server{Handler: mux, Protocols: new(http.Protocols)}
-	srv.Protocols.SetHTTP1(true)
-	if useTLS {
-		srv.Protocols.SetHTTP2(true)
-		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}}
-	} else {
-		srv.Protocols.SetUnencryptedHTTP2(true)
-	}
-	h := &HTTP{Server: srv, NoticeTimeout: notice}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		switch {
-		case ownListener:
-			// A TLS listener of the caller's, served with Serve.
-			h.Serve(tls.NewListener(ln, &tls.Config{Certificates: srv.TLSConfig.Certificates, NextProtos: []string{"h2", "http/1.1"}}))
-		case useTLS:
-			h.ServeTLS(ln, "", "")
-		default:
-			h.Serve(ln)
-		}
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			t.Error("Serve did not return")
-		}
-	})
-	return h, ln.Addr().String()
+	h, addr := serveH2(t, mux, useTLS, ownListener)
+	h.NoticeTimeout = notice // read by Drain only
+	return h, addr
 }
 
 // TestHTTP2NoticeBeforeFinalGoAway is RFC 9113 §6.8's graceful shutdown,
