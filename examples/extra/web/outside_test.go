@@ -201,3 +201,68 @@ func logH2loadTotals(t *testing.T, useTLS bool, rounds []h2loadRound) {
 		h2loadRunFor, proto, len(rounds), total, started, done, succeeded, failed, errored, timeout, float64(succeeded)/elapsed.Seconds(),
 		sent, logFailed, refused, unsent, prf, allEnded, notDone, summaryIsLog, len(rounds))
 }
+
+// TestWrkThroughUpgrades drives the HTTP/1.1 side of the h2c port, where
+// every connection passes through the drain's preface sniffing, with wrk
+// (keep-alive, 64 connections) back to back through 20 upgrades, and
+// asserts wrk's own counts: no socket error of any kind, no non-2xx.
+func TestWrkThroughUpgrades(t *testing.T) {
+	outside.Require(t, outside.Wrk)
+	dir := t.TempDir()
+	addr := harness.FreeAddrT(t)
+	pidFile := filepath.Join(dir, "web.pid")
+	s, _ := harness.StartT(t, harness.Config{Binary: serverBin, Args: []string{"-addr", addr, "-pidfile", pidFile}, PIDFile: pidFile})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cfg := outside.WrkConfig{URL: "http://" + addr + "/", Threads: 2, Connections: 64, Duration: 3 * time.Second}
+	stop, done := make(chan struct{}), make(chan []outside.Timed[outside.WrkResult], 1)
+	errc := make(chan error, 1)
+	go func() {
+		runs, err := outside.Repeat(ctx, stop, func(ctx context.Context) (outside.WrkResult, error) { return outside.RunWrk(ctx, cfg) })
+		errc <- err
+		done <- runs
+	}()
+	time.Sleep(500 * time.Millisecond) // the first run is under way
+	prev := s.PID()
+	var ups []harness.Upgrade
+	for i := range 20 {
+		u, err := s.Upgrade(ctx)
+		if err != nil {
+			close(stop)
+			<-done
+			t.Fatalf("upgrade %d: %v", i+1, err)
+		}
+		checkH2loadGeneration(t, i+1, prev, u, addr)
+		prev = u.New
+		ups = append(ups, u)
+		time.Sleep(400 * time.Millisecond)
+	}
+	close(stop)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	runs := <-done
+	var requests, socketErrs, non2xx int64
+	for i, r := range runs {
+		requests += r.Result.Requests
+		socketErrs += r.Result.SocketErrors()
+		non2xx += r.Result.Non2xx3xx
+		t.Logf("run %d: %v", i+1, r.Result)
+	}
+	for i, u := range ups {
+		crossed := false
+		for _, r := range runs {
+			crossed = crossed || !u.Signalled.Before(r.Start) && !u.Signalled.After(r.End)
+		}
+		if !crossed {
+			t.Errorf("upgrade %d: SIGHUP fell between wrk's runs", i+1)
+		}
+	}
+	t.Logf("wrk -t2 -c64 (HTTP/1.1 on the h2c port), %d runs, %d upgrades: %d requests, %d socket errors, %d non-2xx/3xx", len(runs), len(ups), requests, socketErrs, non2xx)
+	if socketErrs != 0 || non2xx != 0 {
+		t.Errorf("wrk counted %d socket errors and %d non-2xx/3xx responses", socketErrs, non2xx)
+	}
+	if requests < 1000 {
+		t.Errorf("only %d requests", requests)
+	}
+}
