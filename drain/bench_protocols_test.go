@@ -12,7 +12,7 @@ import (
 // Request-path cost of the tracking for HTTP/2 (h2c) and raw TCP, each
 // against the same server without it, side by side in one run:
 //
-//	go test -run '^$' -bench 'ServeH2C|Listener' -benchmem ./drain/
+//	go test -run '^$' -bench 'ServeH2C|Listener' -benchmem -count 10 ./drain/ | benchstat -col /.name -
 
 // BenchmarkServeH2C measures whole HTTP/2 requests over loopback (h2c,
 // concurrent streams on one connection).
@@ -51,6 +51,12 @@ func BenchmarkServeH2C(b *testing.B) {
 	}
 	b.Run("plain", func(b *testing.B) {
 		srv := newServer()
+		run(b, srv.Serve, srv)
+	})
+	// The same HTTP/2 server as drain's, without the drain (before Go
+	// 1.27 drain.HTTP serves HTTP/2 with x/net's copy of net/http's).
+	b.Run("plain-same-h2", func(b *testing.B) {
+		srv := withDrainsHTTP2(newServer())
 		run(b, srv.Serve, srv)
 	})
 	b.Run("drain", func(b *testing.B) {
