@@ -105,6 +105,10 @@ type h2Tap struct {
 	out     frameCursor
 	started bool       // the server has written a whole frame (its SETTINGS come first)
 	pending *injection // the tap's frames, waiting for the end of the server's current frame
+	// holding: the server's output since a frame boundary waits in held
+	// (see release); the server goes on, reading included.
+	holding bool
+	held    []byte
 
 	lastRead atomic.Int64 // when the client's bytes last arrived, in ns since born
 
@@ -125,11 +129,15 @@ type h2Tap struct {
 // server's.
 type injection struct {
 	frames []byte
-	// quiet, if set, holds the server's output back first until the
-	// client has sent nothing for this long, or for at most limit.
-	quiet, limit time.Duration
-	sent         chan struct{} // closed once the frames are written (or failed)
+	// hold, if set, holds the server's output back after the frames, until
+	// release.
+	hold bool
+	sent chan struct{} // closed once the frames are written (or failed)
 }
+
+// maxHeld bounds the output held back; past it the tap lets it go (and
+// the notice then goes out at the next frame boundary, behind it).
+const maxHeld = 1 << 20
 
 // newH2Tap taps the connection c that the server writes to; its read side
 // expects the connection from its first byte, the client preface.
@@ -153,6 +161,20 @@ func newH2Tap(c net.Conn) *h2Tap {
 func (t *h2Tap) write(p []byte) (int, error) {
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
+	if t.holding {
+		t.follow(p)
+		if len(t.held)+len(p) <= maxHeld {
+			t.held = append(t.held, p...)
+			return len(p), nil
+		}
+		t.holding = false
+		if _, err := t.conn.Write(t.held); err != nil {
+			t.held = nil
+			return 0, err
+		}
+		t.held = nil
+		return t.conn.Write(p)
+	}
 	if t.pending == nil {
 		t.follow(p)
 		return t.conn.Write(p)
@@ -173,6 +195,10 @@ func (t *h2Tap) write(p []byte) (int, error) {
 		t.follow(rest)
 		if err != nil || len(rest) == 0 {
 			return done, err
+		}
+		if t.holding {
+			t.held = append(t.held, rest...)
+			return len(p), nil
 		}
 		k, err := t.conn.Write(rest)
 		return done + k, err
@@ -205,17 +231,36 @@ func (t *h2Tap) send(in *injection) <-chan struct{} {
 	return in.sent
 }
 
-// injectLocked writes the pending frames. The caller holds wmu, so the
-// server's output waits meanwhile.
+// injectLocked writes the pending frames, and begins holding the server's
+// output back if they ask for it. The caller holds wmu.
 func (t *h2Tap) injectLocked() error {
 	in := t.pending
 	t.pending = nil
 	defer close(in.sent)
-	if in.quiet > 0 {
-		t.awaitQuiet(in.quiet, in.limit)
-	}
 	_, err := t.conn.Write(in.frames)
+	t.holding = in.hold && err == nil
 	return err
+}
+
+// release writes frames, then the output held back since the injection
+// that began the hold, and ends the hold. If the hold has ended already
+// (the held output grew past maxHeld), the frames go out at the next frame
+// boundary instead.
+func (t *h2Tap) release(frames []byte) <-chan struct{} {
+	t.wmu.Lock()
+	if !t.holding {
+		t.wmu.Unlock()
+		return t.send(&injection{frames: frames})
+	}
+	defer t.wmu.Unlock()
+	t.holding = false
+	done := make(chan struct{})
+	defer close(done)
+	if _, err := t.conn.Write(frames); err == nil {
+		t.conn.Write(t.held)
+	}
+	t.held = nil
+	return done
 }
 
 // awaitQuiet returns once the client has sent nothing for quiet, or after
@@ -269,21 +314,26 @@ func (t *h2Tap) read(p []byte) {
 
 // drain runs the first phase of the connection's drain, bounded by ctx:
 //
-//  1. a PING, whose round trip says how long this client takes to answer
-//     (bounded by wait);
-//  2. the notice GOAWAY and a second PING, written once the client has
-//     been silent for two such round trips with the server's output held
-//     back. A client that has just read responses may still be acting on
-//     them; some (nghttp2's) then queue their next requests and, reading
-//     the GOAWAY behind those responses in the same pass, refuse to send
-//     them. A GOAWAY that arrives on its own, after the client has gone
-//     quiet, does not cross requests the client has already decided on;
+//  1. a PING, at a frame boundary, after which the server's output is held
+//     back (buffered: the server goes on, reading included). The client
+//     acknowledges it once it has read everything before it, and it does
+//     so as it sends what reading that made it send: a client that queues
+//     its next request when a response ends (nghttp2) writes those
+//     requests then. The PING's round trip (bounded by wait) says how
+//     long this client takes;
+//  2. once the client has also been silent for that long (at least
+//     minQuiet, at most maxQuiet, and no longer than five times that in
+//     all), the notice GOAWAY and a second PING go out, then the held
+//     output. The GOAWAY so arrives on its own, after the client has acted
+//     on every response before it: a client that read it behind responses
+//     in the same pass would refuse to send the requests it had just
+//     queued for them (nghttp2 does);
 //  3. the second PING's acknowledgement: the client has read the notice,
 //     so every stream it opened before reached the server (bounded by
 //     wait).
 //
 // It returns when the server may send its final GOAWAY, or when the
-// connection ends.
+// connection ends; the output is never left held.
 func (t *h2Tap) drain(ctx context.Context, wait time.Duration) {
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
@@ -299,33 +349,41 @@ func (t *h2Tap) drain(ctx context.Context, wait time.Duration) {
 		}
 		return true
 	}
-	sent := func(in *injection) bool {
-		select {
-		case <-t.send(in):
-			return true
-		case <-t.closed:
-		case <-ctx.Done():
-		}
-		return false
-	}
-	if !sent(&injection{frames: pingFrame(t.pings[0])}) {
+	select {
+	case <-t.send(&injection{frames: pingFrame(t.pings[0]), hold: true}):
+	case <-t.closed:
+		return
+	case <-ctx.Done():
 		return
 	}
+	notice := t.notice()
+	defer func() {
+		if notice != nil {
+			t.release(notice) // on every way out: the held output must go
+		}
+	}()
 	start := time.Now()
 	if !awaitAck(0) {
 		return
 	}
-	quiet := min(max(2*time.Since(start), minQuiet), maxQuiet)
-	if !sent(&injection{frames: t.notice(), quiet: quiet, limit: 5 * quiet}) {
+	quiet := min(max(time.Since(start), minQuiet), maxQuiet)
+	t.awaitQuiet(quiet, 5*quiet)
+	released := t.release(notice)
+	notice = nil
+	select {
+	case <-released:
+	case <-t.closed:
+		return
+	case <-ctx.Done():
 		return
 	}
 	awaitAck(1)
 }
 
-// minQuiet and maxQuiet bound how long a client must have been silent
-// before the notice GOAWAY goes out: at least long enough for a busy
-// client on this machine to finish a pass over what it read, at most what
-// a slow WAN client needs.
+// minQuiet and maxQuiet bound how long a client must have been silent,
+// after it acknowledged the PING that began the hold, before the notice
+// GOAWAY goes out: at least long enough for the rest of what it sent with
+// the acknowledgement to arrive, at most what a slow WAN client needs.
 const (
 	minQuiet = time.Millisecond
 	maxQuiet = 200 * time.Millisecond

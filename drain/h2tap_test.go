@@ -603,44 +603,79 @@ func TestTapWriteErrors(t *testing.T) {
 	})
 }
 
-// An injection with quiet set holds the server's output: the write that
-// ends the frame the tap waits for returns only after the quiet period,
-// and so does a send made between frames.
-func TestTapSendQuiet(t *testing.T) {
-	const quiet = 5 * time.Millisecond
+// An injection with hold set begins holding the server's output back
+// after its frames: the server's writes return at once and put nothing on
+// the wire, until release writes its frames and then everything held, in
+// order. Past maxHeld the output goes out, and release sends its frames
+// at the next frame boundary instead.
+func TestTapHoldRelease(t *testing.T) {
 	a := htEncode(htFrame{typ: 0x4, payload: make([]byte, 10)})
+	b := htEncode(htFrame{typ: 0x0, stream: 1, payload: []byte("held data")})
+	c := htEncode(htFrame{typ: 0x1, stream: 3, payload: []byte("more")})
 
-	t.Run("at the end of a frame", func(t *testing.T) {
+	t.Run("inside a frame", func(t *testing.T) {
 		conn := &htConn{}
 		tap := newH2Tap(conn)
 		tap.write(a[:5])
-		begin := time.Now()
-		sent := tap.send(&injection{frames: pingFrame(1), quiet: quiet, limit: time.Minute})
-		if htClosed(sent) {
-			t.Fatal("sent closed inside the server's first frame")
-		}
-		tap.write(a[5:])
-		if d := time.Since(begin); d < quiet {
-			t.Fatalf("the write that let the PING out returned after %v, before the quiet period (%v)", d, quiet)
+		sent := tap.send(&injection{frames: pingFrame(1), hold: true})
+		// The rest of a, then b: a ends, the PING goes out, b is held.
+		rest := append(slices.Clone(a[5:]), b...)
+		if n, err := tap.write(rest); n != len(rest) || err != nil {
+			t.Fatalf("write = %d, %v", n, err)
 		}
 		if !htClosed(sent) {
 			t.Fatal("sent still open")
 		}
 		if got, want := conn.output(), append(slices.Clone(a), pingFrame(1)...); !bytes.Equal(got, want) {
-			t.Fatalf("output %x, want %x", got, want)
+			t.Fatalf("output %x, want %x (b held back)", got, want)
+		}
+		tap.write(c)
+		<-tap.release(pingFrame(2))
+		want := slices.Concat(a, pingFrame(1), pingFrame(2), b, c)
+		if got := conn.output(); !bytes.Equal(got, want) {
+			t.Fatalf("after release: output %x, want %x", got, want)
+		}
+		tap.write(a) // after the hold: straight through
+		if got := conn.output(); !bytes.Equal(got, append(want, a...)) {
+			t.Fatal("output after the hold was not written")
 		}
 	})
 	t.Run("between frames", func(t *testing.T) {
 		conn := &htConn{}
 		tap := newH2Tap(conn)
 		tap.write(a)
-		begin := time.Now()
-		sent := tap.send(&injection{frames: pingFrame(1), quiet: quiet, limit: time.Minute})
-		if d := time.Since(begin); d < quiet {
-			t.Fatalf("send returned after %v, before the quiet period (%v)", d, quiet)
+		if !htClosed(tap.send(&injection{frames: pingFrame(1), hold: true})) {
+			t.Fatal("sent still open after send wrote the PING between frames")
 		}
-		if !htClosed(sent) {
-			t.Fatal("sent still open after send wrote the PING")
+		tap.write(b)
+		if got := conn.output(); !bytes.Equal(got, append(slices.Clone(a), pingFrame(1)...)) {
+			t.Fatalf("output %x: b was not held", got)
+		}
+		<-tap.release(pingFrame(2))
+		if got, want := conn.output(), slices.Concat(a, pingFrame(1), pingFrame(2), b); !bytes.Equal(got, want) {
+			t.Fatalf("output %x, want %x", got, want)
+		}
+	})
+	t.Run("past maxHeld", func(t *testing.T) {
+		conn := &htConn{}
+		tap := newH2Tap(conn)
+		tap.write(a)
+		tap.send(&injection{frames: pingFrame(1), hold: true})
+		big := htEncode(htFrame{typ: 0x0, stream: 1, payload: make([]byte, 1<<16)})
+		var written []byte
+		for len(written) <= maxHeld {
+			tap.write(big)
+			written = append(written, big...)
+		}
+		if got, want := conn.output(), slices.Concat(a, pingFrame(1), written); !bytes.Equal(got, want) {
+			t.Fatalf("past maxHeld: %d bytes out, want %d", len(got), len(want))
+		}
+		sent := tap.release(pingFrame(2))
+		tap.write(c)
+		<-sent
+		// The output stands between frames: the frames go out at once.
+		if got, want := conn.output(), slices.Concat(a, pingFrame(1), written, pingFrame(2), c); !bytes.Equal(got, want) {
+			t.Fatal("release after the hold ended: its frames did not go out at the frame boundary")
 		}
 	})
 }
