@@ -271,10 +271,11 @@ func (h *HTTP) forgetHijacked(c net.Conn) {
 // (which carries "Connection: close") or after it stayed idle for
 // IdleTimeout, and waits for the handlers of hijacked connections to close
 // them. HTTP/2 connections (h2c, and TLS unless the server set its own
-// TLSNextProto) are drained in two phases (RFC 9113 §6.8): a PING measures
-// the client's round trip; once the client has been quiet for two of them
-// a GOAWAY naming the highest possible stream, which refuses nothing,
-// tells it to open no more, followed by a PING; once that PING is
+// TLSNextProto) are drained in two phases (RFC 9113 §6.8): a PING, after
+// which the server's output is held back (buffered); once the client has
+// acknowledged it and been quiet for its round trip, a GOAWAY naming the
+// highest possible stream, which refuses nothing, tells it to open no
+// more, followed by a PING and the held output; once that PING is
 // acknowledged (or NoticeTimeout passed), every stream the client opened
 // before it knew has reached the server, and http.Server.Shutdown sends
 // the final GOAWAY naming the last of them. Each connection closes when
