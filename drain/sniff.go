@@ -8,9 +8,10 @@ import (
 	"sync/atomic"
 )
 
-// h2Preface is how every HTTP/2 connection with prior knowledge (h2c)
-// begins; no HTTP/1.x request begins with it, PRI being reserved.
-var h2Preface = []byte("PRI * HTTP/2.0\r\n")
+// h2Preface is enough of the client preface (h2ClientPreface) to tell an
+// HTTP/2 connection with prior knowledge (h2c) from HTTP/1.x: no HTTP/1.x
+// request begins with it, PRI being reserved.
+var h2Preface = []byte(h2ClientPreface[:len("PRI * HTTP/2.0\r\n")])
 
 // sniffListener marks the connections it accepts that begin with the
 // HTTP/2 preface (if h2c) and taps those (if tap; see h2Tap), so that the
