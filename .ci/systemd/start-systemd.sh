@@ -41,7 +41,10 @@
 # SDCI_NAME and SDCI_STATE), SDCI_TARGET (default basic.target),
 # SDCI_CGROUP (unified (default): pure cgroup2 inside, like a stock Debian 12;
 # hybrid: what nspawn picks on a hybrid host), SDCI_BOOT_TIMEOUT (seconds,
-# default 60), SDCI_NO_INSTALL=1 (fail instead of running apt-get).
+# default 60), SDCI_NO_INSTALL=1 (fail instead of running apt-get),
+# SDCI_LOWER (the read-only lower layer of the container's root: default /,
+# the machine's own root and systemd; a Debian tree made by debian-tree.sh
+# boots that tree's systemd instead, e.g. trixie's 257).
 set -euo pipefail
 
 STATE=${SDCI_STATE:-/var/tmp/hitless-sdci}
@@ -49,6 +52,7 @@ NAME=${SDCI_NAME:-hitless-sdci}
 TARGET=${SDCI_TARGET:-basic.target}
 CGROUP_MODE=${SDCI_CGROUP:-unified}
 BOOT_TIMEOUT=${SDCI_BOOT_TIMEOUT:-60}
+LOWER=${SDCI_LOWER:-/}
 CG_NAME="sdci-$NAME"            # our cgroup, under each host hierarchy's root
 MARKER=.hitless-sdci            # marks a state directory that `stop` may delete
 SELF=$(readlink -f "$0")
@@ -112,11 +116,12 @@ launch() {
         mkdir -p /run/systemd
         mount -n -t tmpfs -o mode=0755,size=16m sdci-run /run/systemd
     fi
-    # The throw-away root. (nspawn refuses -D / with --volatile=overlay.)
+    # The throw-away root, over the machine's own root or a Debian tree.
+    # (nspawn refuses -D / with --volatile=overlay.)
     mount -n -t tmpfs -o mode=0755 sdci-ovl "$STATE/ovl"
     mkdir -p "$STATE/ovl/upper" "$STATE/ovl/work"
     mount -n -t overlay sdci-root \
-        -o "lowerdir=/,upperdir=$STATE/ovl/upper,workdir=$STATE/ovl/work" "$STATE/root"
+        -o "lowerdir=$LOWER,upperdir=$STATE/ovl/upper,workdir=$STATE/ovl/work" "$STATE/root"
     # Own machine id (journald refuses to link the journal when it equals the
     # host's) and hostname.
     systemd-id128 new >"$STATE/root/etc/machine-id"
@@ -200,6 +205,8 @@ install_deps() {
     command -v systemd-nspawn >/dev/null || missing+=(systemd-container)
     command -v nsenter >/dev/null || missing+=(util-linux)
     [ -x /lib/systemd/systemd ] || missing+=(systemd)
+    [ "$LOWER" = / ] || [ -x "$LOWER/lib/systemd/systemd" ] ||
+        die "SDCI_LOWER=$LOWER has no lib/systemd/systemd (make it with debian-tree.sh)"
     [ ${#missing[@]} = 0 ] && return 0
     [ -z "${SDCI_NO_INSTALL:-}" ] || die "missing ${missing[*]} (SDCI_NO_INSTALL is set)"
     log "installing ${missing[*]}"

@@ -371,7 +371,10 @@ func sshLogins(t *testing.T, sd *sdtest.Systemd, h *host) int {
 
 func TestRollingReload(t *testing.T) {
 	needTools(t)
-	sd := sdtest.Boot(t)
+	sdtest.Each(t, testRollingReload)
+}
+
+func testRollingReload(t *testing.T, sd *sdtest.Systemd) {
 	if _, err := sd.Exec("test", "-x", "/usr/sbin/sshd"); err != nil {
 		t.Fatalf("sshd is installed here but not in the container, which booted before it was: restart the container (.ci/run runs .ci/ansible-deps.sh first): %v", err)
 	}

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hitlessgo/hitless/internal/loadgen"
+	"github.com/hitlessgo/hitless/internal/sdtest"
 )
 
 // TestCrashLosesNoQueuedConnection: with the listening socket in systemd's
@@ -36,9 +37,11 @@ import (
 // TestRestartAndCrashLoseNoConnection kills the main process too, but
 // counts only refused connections: a queued connection lost with the
 // socket (it would be reset, not refused) would pass it.
-func TestCrashLosesNoQueuedConnection(t *testing.T) {
+func TestCrashLosesNoQueuedConnection(t *testing.T) { sdtest.Each(t, testCrashLosesNoQueuedConnection) }
+
+func testCrashLosesNoQueuedConnection(t *testing.T, sd *sdtest.Systemd) {
 	const queued = 20
-	u := install(t, "hitless-http.service", nil)
+	u := install(t, sd, "hitless-http.service", nil)
 	u.mustCtl("start", u.name+".service")
 	first := u.mainPID()
 	u.mustCtl("reload", u.name+".service")

@@ -60,9 +60,8 @@ type unit struct {
 	runtimeDir string
 }
 
-func install(t *testing.T, file string, edit func(string) string) *unit {
+func install(t *testing.T, sd *sdtest.Systemd, file string, edit func(string) string) *unit {
 	t.Helper()
-	sd := sdtest.Boot(t)
 	u := &unit{t: t, sd: sd, name: sd.UnitName("hitless-http"), addr: harness.FreeAddrT(t)}
 	share := sd.SharePath()
 	u.bin, u.cli = filepath.Join(share, "hitless-http"), filepath.Join(share, "hitless")
@@ -189,8 +188,10 @@ func noFailures(t *testing.T, rs []loadgen.Result) {
 	}
 }
 
-func TestReloadAndStopUnderLoad(t *testing.T) {
-	u := install(t, "hitless-http.service", nil)
+func TestReloadAndStopUnderLoad(t *testing.T) { sdtest.Each(t, testReloadAndStopUnderLoad) }
+
+func testReloadAndStopUnderLoad(t *testing.T, sd *sdtest.Systemd) {
+	u := install(t, sd, "hitless-http.service", nil)
 	u.mustCtl("start", u.name+".service")
 	stop := load(t, u.addr, keepAlive, newConn, slow)
 	time.Sleep(300 * time.Millisecond)
@@ -242,7 +243,11 @@ func TestReloadAndStopUnderLoad(t *testing.T) {
 }
 
 func TestFailedReloadKeepsTheUnitActive(t *testing.T) {
-	u := install(t, "hitless-http.service", func(s string) string {
+	sdtest.Each(t, testFailedReloadKeepsTheUnitActive)
+}
+
+func testFailedReloadKeepsTheUnitActive(t *testing.T, sd *sdtest.Systemd) {
+	u := install(t, sd, "hitless-http.service", func(s string) string {
 		return strings.Replace(s, "-upgrade-timeout 30s", "-upgrade-timeout 2s", 1)
 	})
 	u.mustCtl("start", u.name+".service")
@@ -276,7 +281,11 @@ func TestFailedReloadKeepsTheUnitActive(t *testing.T) {
 // main process refuses no connection: what arrives while no process runs
 // waits in the kernel for the next one.
 func TestRestartAndCrashLoseNoConnection(t *testing.T) {
-	u := install(t, "hitless-http.service", nil)
+	sdtest.Each(t, testRestartAndCrashLoseNoConnection)
+}
+
+func testRestartAndCrashLoseNoConnection(t *testing.T, sd *sdtest.Systemd) {
+	u := install(t, sd, "hitless-http.service", nil)
 	u.mustCtl("start", u.name+".service")
 	u.mustCtl("reload", u.name+".service") // the stored socket outlives generations too
 
@@ -317,8 +326,10 @@ func TestRestartAndCrashLoseNoConnection(t *testing.T) {
 // TestWatchdogAcrossUpgrades: with WatchdogSec= small, many upgrades in a
 // row never let the watchdog fire: each generation pings while it is the
 // main process.
-func TestWatchdogAcrossUpgrades(t *testing.T) {
-	u := install(t, "hitless-http.service", func(s string) string {
+func TestWatchdogAcrossUpgrades(t *testing.T) { sdtest.Each(t, testWatchdogAcrossUpgrades) }
+
+func testWatchdogAcrossUpgrades(t *testing.T, sd *sdtest.Systemd) {
+	u := install(t, sd, "hitless-http.service", func(s string) string {
 		return strings.Replace(s, "WatchdogSec=10s", "WatchdogSec=1s", 1)
 	})
 	u.mustCtl("start", u.name+".service")
@@ -341,8 +352,10 @@ func TestWatchdogAcrossUpgrades(t *testing.T) {
 
 // TestSocketActivatedUnit: the service takes its socket from systemd by
 // name, upgrades and restarts with zero failures.
-func TestSocketActivatedUnit(t *testing.T) {
-	u := install(t, "hitless-http-activated.service", nil)
+func TestSocketActivatedUnit(t *testing.T) { sdtest.Each(t, testSocketActivatedUnit) }
+
+func testSocketActivatedUnit(t *testing.T, sd *sdtest.Systemd) {
+	u := install(t, sd, "hitless-http-activated.service", nil)
 	u.sd.WriteUnit(u.name+".socket", u.render("hitless-http-activated.socket"))
 	u.mustCtl("start", u.name+".socket")
 	// The first connection starts the service.

@@ -13,10 +13,43 @@ const (
 	// into a test failure. CI sets it.
 	EnvRequire = "HITLESS_REQUIRE_SYSTEMD"
 	// EnvState names the state directory of a container booted by
-	// .ci/systemd/start-systemd.sh (its SDCI_STATE); Boot then reuses that
-	// container instead of booting one of its own.
+	// .ci/systemd/start-systemd.sh (its SDCI_STATE) over the machine's own
+	// root; Boot then reuses that container instead of booting one of its
+	// own.
 	EnvState = "HITLESS_SYSTEMD_STATE"
+	// EnvStateTrixie does the same for the container of Debian 13's
+	// systemd (start-systemd.sh with SDCI_LOWER a tree of
+	// .ci/systemd/debian-tree.sh).
+	EnvStateTrixie = "HITLESS_SYSTEMD_TRIXIE_STATE"
 )
+
+// A Flavor is one systemd the tests run on: the machine's own (Debian 12's
+// 252 on the project's machines), or the systemd of a Debian tree booted
+// over it.
+type Flavor struct {
+	// Name is "host" or the tree's Debian suite ("trixie").
+	Name string
+	// suite is the Debian suite of the tree, "" for the machine's own root.
+	suite string
+	// envState names the variable with the state directory of a container
+	// to reuse.
+	envState string
+}
+
+// The flavors of systemd the tests know.
+var (
+	// Host is the machine's own systemd (252 on Debian 12).
+	Host = Flavor{Name: "host", envState: EnvState}
+	// Trixie is Debian 13's systemd (257), booted over a debootstrap tree
+	// that .ci/systemd/debian-tree.sh makes once (~40 s) and reuses.
+	Trixie = Flavor{Name: "trixie", suite: "trixie", envState: EnvStateTrixie}
+)
+
+// Flavors are the systemds [Each] runs a test on, oldest first.
+var Flavors = []Flavor{Host, Trixie}
+
+// treeDir is where debian-tree.sh keeps the tree of suite.
+func treeDir(suite string) string { return "/var/tmp/hitless-root-" + suite }
 
 // required reports whether the environment demands a real systemd.
 func required(getenv func(string) string) bool {

@@ -51,29 +51,41 @@ type Systemd struct {
 // container is one running systemd-nspawn container, shared by all tests
 // of the process.
 type container struct {
-	state  string // start-systemd.sh's SDCI_STATE
-	leader int    // host PID of the container's PID 1
-	owned  bool   // booted by this process (and stopped when it exits)
-	script string // start-systemd.sh, if owned
-	name   string // SDCI_NAME, if owned
+	flavor  Flavor
+	state   string // start-systemd.sh's SDCI_STATE
+	leader  int    // host PID of the container's PID 1
+	version string // first line of systemctl --version: "systemd 252 (252.39-1~deb12u1)"
+	major   int    // 252
+	owned   bool   // booted by this process (and stopped when it exits)
+	script  string // start-systemd.sh, if owned
+	name    string // SDCI_NAME, if owned
 }
 
 var (
 	bootMu     sync.Mutex
-	booted     *container
-	bootFailed string // why booting failed; not retried in this process
+	booted     = map[string]*container{} // by flavor name
+	bootFailed = map[string]string{}     // why booting failed; not retried in this process
+	over       bool                      // the tests are over: boot nothing
 	nameSeq    atomic.Int64
 )
 
-// Boot returns the real systemd for t: the container named by
-// HITLESS_SYSTEMD_STATE if that is set, else one this test process boots
-// on first use (about 0.3 s) and stops when it exits. When neither is
-// possible it skips t with the reason, or fails t if
-// HITLESS_REQUIRE_SYSTEMD=1.
+// Boot returns the machine's own systemd for t (flavor [Host]); see
+// [BootFlavor].
 func Boot(t testing.TB) *Systemd {
 	t.Helper()
+	return BootFlavor(t, Host)
+}
+
+// BootFlavor returns a real systemd of flavor f for t: the container named
+// by the flavor's environment variable (HITLESS_SYSTEMD_STATE,
+// HITLESS_SYSTEMD_TRIXIE_STATE) if that is set, else one this test
+// process boots on first use (about 0.3 s) and stops when it exits. When
+// neither is possible it skips t with the reason, or fails t if
+// HITLESS_REQUIRE_SYSTEMD=1.
+func BootFlavor(t testing.TB, f Flavor) *Systemd {
+	t.Helper()
 	require := required(os.Getenv)
-	c, reason := bootOnce()
+	c, reason := bootOnce(f, require)
 	if c == nil {
 		giveUp(t, require, reason)
 		return nil // not reached: giveUp ends the test
@@ -85,79 +97,163 @@ func Boot(t testing.TB) *Systemd {
 	return &Systemd{t: t, c: c}
 }
 
-// stopOwned stops the container this process booted, if any; Boot
+// Each runs test once per flavor of systemd ([Flavors]: the machine's own,
+// then Debian 13's), each as a subtest named after the version it runs on
+// ("systemd252", "systemd257"; "systemd-trixie" when that flavor cannot
+// boot here, and the subtest is skipped or, with HITLESS_REQUIRE_SYSTEMD=1,
+// fails). Each subtest logs the version in full first.
+func Each(t *testing.T, test func(t *testing.T, sd *Systemd)) {
+	t.Helper()
+	require := required(os.Getenv)
+	for _, f := range Flavors {
+		c, _ := bootOnce(f, require) // on failure, BootFlavor gives the reason in the subtest
+		name := "systemd-" + f.Name
+		if c != nil {
+			name = "systemd" + strconv.Itoa(c.major)
+		}
+		t.Run(name, func(t *testing.T) {
+			sd := BootFlavor(t, f)
+			t.Logf("on %s (%s flavor, container %s)", sd.c.version, f.Name, sd.c.state)
+			test(t, sd)
+		})
+	}
+}
+
+// stopOwned stops the containers this process booted, if any; Boot
 // skips (or fails) from then on.
 func stopOwned() error {
 	bootMu.Lock()
-	c := booted
-	booted, bootFailed = nil, "the tests are over"
+	cs := booted
+	booted, over = map[string]*container{}, true
 	bootMu.Unlock()
-	if c == nil || !c.owned {
-		return nil
+	var errs []error
+	for _, c := range cs {
+		if !c.owned {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
+		cmd := exec.CommandContext(ctx, "/bin/bash", c.script, "stop")
+		cmd.Env = append(os.Environ(), "SDCI_STATE="+c.state, "SDCI_NAME="+c.name)
+		cmd.WaitDelay = 5 * time.Second
+		out, err := cmd.CombinedOutput()
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("sdtest: stopping the container %s: %v\n%s", c.name, err, out))
+			continue
+		}
+		// The watcher, which runs (a no-op) stop once this process has
+		// exited, would remove these too, a moment after go test returns.
+		os.Remove(c.state + ".stop.log")
+		os.Remove(c.state + ".watcher.pid")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "/bin/bash", c.script, "stop")
-	cmd.Env = append(os.Environ(), "SDCI_STATE="+c.state, "SDCI_NAME="+c.name)
-	cmd.WaitDelay = 5 * time.Second
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("sdtest: stopping the container: %v\n%s", err, out)
-	}
-	// The watcher, which runs (a no-op) stop once this process has
-	// exited, would remove these too, a moment after go test returns.
-	os.Remove(c.state + ".stop.log")
-	os.Remove(c.state + ".watcher.pid")
-	return nil
+	return errors.Join(errs...)
 }
 
-func bootOnce() (*container, string) {
+func bootOnce(f Flavor, require bool) (*container, string) {
 	bootMu.Lock()
 	defer bootMu.Unlock()
-	if booted != nil {
-		return booted, ""
+	if c := booted[f.Name]; c != nil {
+		return c, ""
 	}
-	if bootFailed != "" {
-		return nil, bootFailed
+	if over {
+		return nil, "the tests are over"
 	}
-	c, reason := findOrBoot()
+	if r := bootFailed[f.Name]; r != "" {
+		return nil, r
+	}
+	c, reason := findOrBoot(f, require)
 	if c == nil {
-		bootFailed = reason
+		bootFailed[f.Name] = reason
 		return nil, reason
 	}
-	booted = c
+	if reason := c.readVersion(); reason != "" {
+		bootFailed[f.Name] = reason
+		return nil, reason
+	}
+	booted[f.Name] = c
 	return c, ""
 }
 
-func findOrBoot() (*container, string) {
+// readVersion asks the container's systemd its version.
+func (c *container) readVersion() string {
+	out, err := c.nsenter(false, "systemctl", "--version")
+	if err != nil {
+		return "systemctl --version in the container of " + c.state + ": " + err.Error()
+	}
+	c.version, _, _ = strings.Cut(out, "\n")
+	f := strings.Fields(c.version)
+	if len(f) < 2 || f[0] != "systemd" {
+		return fmt.Sprintf("systemctl --version in the container of %s says %q", c.state, c.version)
+	}
+	c.major, err = strconv.Atoi(f[1])
+	if err != nil {
+		return fmt.Sprintf("systemctl --version in the container of %s says %q", c.state, c.version)
+	}
+	return ""
+}
+
+func findOrBoot(f Flavor, require bool) (*container, string) {
 	p := probe{goos: runtime.GOOS, euid: os.Geteuid(), script: findScript()}
 	for _, prog := range []string{"systemd-nspawn", "nsenter", "unshare", "setsid"} {
 		if _, err := exec.LookPath(prog); err != nil {
 			p.missing = append(p.missing, prog)
 		}
 	}
-	if _, err := os.Stat("/lib/systemd/systemd"); err != nil {
+	if _, err := os.Stat("/lib/systemd/systemd"); err != nil && f.suite == "" {
 		p.missing = append(p.missing, "/lib/systemd/systemd")
 	}
-	if state := os.Getenv(EnvState); state != "" {
+	if state := os.Getenv(f.envState); state != "" {
 		// Reusing a running container needs only root and nsenter.
 		if p.euid != 0 {
-			return nil, EnvState + " is set, but entering the container needs root"
+			return nil, f.envState + " is set, but entering the container needs root"
 		}
-		c := &container{state: state}
+		c := &container{flavor: f, state: state}
 		b, err := os.ReadFile(filepath.Join(state, "leader.pid"))
 		if err != nil {
-			return nil, fmt.Sprintf("%s=%s, but no container runs there: %v", EnvState, state, err)
+			return nil, fmt.Sprintf("%s=%s, but no container runs there: %v", f.envState, state, err)
 		}
 		c.leader, err = strconv.Atoi(strings.TrimSpace(string(b)))
 		if err != nil || !c.alive() {
-			return nil, fmt.Sprintf("%s=%s, but its container is not running (leader.pid %q)", EnvState, state, strings.TrimSpace(string(b)))
+			return nil, fmt.Sprintf("%s=%s, but its container is not running (leader.pid %q)", f.envState, state, strings.TrimSpace(string(b)))
 		}
 		return c, ""
 	}
 	if r := unavailable(p); r != "" {
 		return nil, r
 	}
-	return bootOwn(p.script)
+	lower := "/"
+	if f.suite != "" {
+		var reason string
+		if lower, reason = tree(p.script, f.suite, require); reason != "" {
+			return nil, reason
+		}
+	}
+	return bootOwn(p.script, f, lower)
+}
+
+// treeTimeout bounds making a Debian tree (~40 s).
+const treeTimeout = 10 * time.Minute
+
+// tree returns the Debian tree of suite, made by debian-tree.sh: reused
+// when it exists; made now only when a real systemd is required (it
+// downloads ~300 MB), else the reason why not.
+func tree(script, suite string, require bool) (string, string) {
+	dir := treeDir(suite)
+	maker := filepath.Join(filepath.Dir(script), "debian-tree.sh")
+	if _, err := os.Stat(filepath.Join(dir, ".hitless-debian-tree")); err == nil {
+		return dir, ""
+	}
+	if !require {
+		return "", fmt.Sprintf("no Debian %s tree at %s: `bash %s %s` makes it (~40 s, ~300 MB, once)", suite, dir, maker, suite)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), treeTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "/bin/bash", maker, suite, dir)
+	cmd.WaitDelay = 5 * time.Second
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Sprintf("%s %s: %v\n%s", maker, suite, err, out)
+	}
+	return dir, ""
 }
 
 // findScript looks for .ci/systemd/start-systemd.sh in the working
@@ -180,13 +276,18 @@ func findScript() string {
 	}
 }
 
-// bootOwn boots a container for this process, named after its PID, and
-// starts the watcher that stops it when the process exits, however it
-// exits (even SIGKILL or a go test timeout).
-func bootOwn(script string) (*container, string) {
-	name := "hitless-sdtest-" + strconv.Itoa(os.Getpid())
+// ownPrefix starts the names of the containers test processes boot:
+// hitless-sdtest-<flavor>-<pid>.
+const ownPrefix = "hitless-sdtest-"
+
+// bootOwn boots a container of flavor f for this process over the root
+// lower, named after the flavor and the process's PID, and starts the
+// watcher that stops it when the process exits, however it exits (even
+// SIGKILL or a go test timeout).
+func bootOwn(script string, f Flavor, lower string) (*container, string) {
+	name := ownPrefix + f.Name + "-" + strconv.Itoa(os.Getpid())
 	state := filepath.Join("/var/tmp", name)
-	env := append(os.Environ(), "SDCI_STATE="+state, "SDCI_NAME="+name, "SDCI_NO_INSTALL=1")
+	env := append(os.Environ(), "SDCI_STATE="+state, "SDCI_NAME="+name, "SDCI_NO_INSTALL=1", "SDCI_LOWER="+lower)
 
 	cleanStale()
 
@@ -243,7 +344,7 @@ func bootOwn(script string) (*container, string) {
 	if err != nil {
 		return nil, err.Error()
 	}
-	c := &container{state: state, owned: true, script: script, name: name}
+	c := &container{flavor: f, state: state, owned: true, script: script, name: name}
 	if c.leader, err = strconv.Atoi(strings.TrimSpace(string(b))); err != nil || !c.alive() {
 		return nil, fmt.Sprintf("container booted but its leader.pid %q is not a running systemd\n%s", b, out.String())
 	}
@@ -253,10 +354,10 @@ func bootOwn(script string) (*container, string) {
 // cleanStale stops containers of earlier test processes whose owner and
 // watcher are both gone (the machine rebooted, or someone killed them all).
 func cleanStale() {
-	dirs, _ := filepath.Glob("/var/tmp/hitless-sdtest-*[0-9]")
+	dirs, _ := filepath.Glob("/var/tmp/" + ownPrefix + "*[0-9]")
 	for _, dir := range dirs {
 		name := filepath.Base(dir)
-		owner, err := strconv.Atoi(strings.TrimPrefix(name, "hitless-sdtest-"))
+		owner, err := strconv.Atoi(name[strings.LastIndexByte(name, '-')+1:])
 		if err != nil || owner == os.Getpid() || pidExists(owner) {
 			continue
 		}
@@ -344,6 +445,16 @@ func (s *Systemd) Ctl(args ...string) (string, error) {
 func (s *Systemd) Exec(args ...string) (string, error) {
 	return s.c.nsenter(true, args...)
 }
+
+// Version is the first line of the container's systemctl --version, like
+// "systemd 257 (257.13-1~deb13u1)".
+func (s *Systemd) Version() string { return s.c.version }
+
+// Major is the container's systemd version number, like 257.
+func (s *Systemd) Major() int { return s.c.major }
+
+// Flavor is the flavor of the container's systemd.
+func (s *Systemd) Flavor() Flavor { return s.c.flavor }
 
 // StateDir is the container's state directory (start-systemd.sh's
 // SDCI_STATE).

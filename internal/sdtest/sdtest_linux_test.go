@@ -53,8 +53,9 @@ func get(url string) (string, error) {
 // TestNotifyServiceLifecycle drives a real Type=notify unit through
 // systemd: start (ready via NOTIFY_SOCKET), HTTP from the host over
 // loopback, PID mapping, journal, repeated restarts, stop.
-func TestNotifyServiceLifecycle(t *testing.T) {
-	sd := Boot(t)
+func TestNotifyServiceLifecycle(t *testing.T) { Each(t, testNotifyServiceLifecycle) }
+
+func testNotifyServiceLifecycle(t *testing.T, sd *Systemd) {
 	t0 := time.Now()
 	bin := buildNotifyd(t, sd.SharePath())
 	t.Logf("boot + build: %v", time.Since(t0))
@@ -142,8 +143,9 @@ func TestNotifyServiceLifecycle(t *testing.T) {
 
 // TestCtlErrorsAndExec checks failure reporting and running a command in
 // the container's namespaces.
-func TestCtlErrorsAndExec(t *testing.T) {
-	sd := Boot(t)
+func TestCtlErrorsAndExec(t *testing.T) { Each(t, testCtlErrorsAndExec) }
+
+func testCtlErrorsAndExec(t *testing.T, sd *Systemd) {
 	_, err := sd.Ctl("start", sd.UnitName("sdtest-absent")+".service")
 	if err == nil || !strings.Contains(err.Error(), "not found") {
 		t.Errorf("starting a missing unit: err=%v, want one saying it is not found", err)
@@ -169,21 +171,22 @@ func TestReuseNeedsRunningContainer(t *testing.T) {
 	}
 	dir := t.TempDir()
 	t.Setenv(EnvState, dir)
-	if c, reason := findOrBoot(); c != nil || !strings.Contains(reason, "no container runs there") {
+	if c, reason := findOrBoot(Host, false); c != nil || !strings.Contains(reason, "no container runs there") {
 		t.Errorf("findOrBoot with an empty state dir = %v, %q", c, reason)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "leader.pid"), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if c, reason := findOrBoot(); c != nil || !strings.Contains(reason, "not running") {
+	if c, reason := findOrBoot(Host, false); c != nil || !strings.Contains(reason, "not running") {
 		t.Errorf("findOrBoot with a leader.pid that is not systemd = %v, %q", c, reason)
 	}
 }
 
 // TestFailedUnitJournalResetFailed: a unit whose process fails ends
 // failed, its output is in the journal, and ResetFailed clears it.
-func TestFailedUnitJournalResetFailed(t *testing.T) {
-	sd := Boot(t)
+func TestFailedUnitJournalResetFailed(t *testing.T) { Each(t, testFailedUnitJournalResetFailed) }
+
+func testFailedUnitJournalResetFailed(t *testing.T, sd *Systemd) {
 	unit := sd.UnitName("sdtest-fail") + ".service"
 	sd.WriteUnit(unit, "[Service]\nExecStart=/bin/sh -c 'echo boom-$$; exit 3'\n")
 	if out, err := sd.Ctl("start", unit); err != nil {
