@@ -21,6 +21,10 @@ const (
 	// systemd (start-systemd.sh with SDCI_LOWER a tree of
 	// .ci/systemd/debian-tree.sh).
 	EnvStateTrixie = "HITLESS_SYSTEMD_TRIXIE_STATE"
+	// EnvFlavors, if set, names the flavors Each runs tests on, separated
+	// by commas ("trixie"); the others' subtests are skipped, even when
+	// a real systemd is required. Unset: all of them.
+	EnvFlavors = "HITLESS_SYSTEMD_FLAVORS"
 )
 
 // A Flavor is one systemd the tests run on: the machine's own (Debian 12's
@@ -47,6 +51,20 @@ var (
 
 // Flavors are the systemds [Each] runs a test on, oldest first.
 var Flavors = []Flavor{Host, Trixie}
+
+// selected reports whether the flavors list (EnvFlavors's value) lets f
+// run, and if not, why.
+func selected(list string, f Flavor) (bool, string) {
+	if strings.TrimSpace(list) == "" {
+		return true, ""
+	}
+	for _, name := range strings.Split(list, ",") {
+		if strings.TrimSpace(name) == f.Name {
+			return true, ""
+		}
+	}
+	return false, fmt.Sprintf("%s=%s leaves out the %s flavor", EnvFlavors, list, f.Name)
+}
 
 // treeDir is where debian-tree.sh keeps the tree of suite.
 func treeDir(suite string) string { return "/var/tmp/hitless-root-" + suite }

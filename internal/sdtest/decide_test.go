@@ -79,3 +79,28 @@ func TestNoStartLimit(t *testing.T) {
 		}
 	}
 }
+
+func TestSelected(t *testing.T) {
+	for _, tc := range []struct {
+		list string
+		f    Flavor
+		want bool
+	}{
+		{"", Host, true},
+		{"", Trixie, true},
+		{"  ", Trixie, true},
+		{"trixie", Trixie, true},
+		{"trixie", Host, false},
+		{"host, trixie", Trixie, true},
+		{"host,trixie", Host, true},
+		{"hostess", Host, false},
+	} {
+		ok, why := selected(tc.list, tc.f)
+		if ok != tc.want {
+			t.Errorf("selected(%q, %s) = %v, want %v", tc.list, tc.f.Name, ok, tc.want)
+		}
+		if !ok && (!strings.Contains(why, EnvFlavors) || !strings.Contains(why, tc.f.Name)) {
+			t.Errorf("selected(%q, %s): reason %q names neither the variable nor the flavor", tc.list, tc.f.Name, why)
+		}
+	}
+}

@@ -101,17 +101,24 @@ func BootFlavor(t testing.TB, f Flavor) *Systemd {
 // then Debian 13's), each as a subtest named after the version it runs on
 // ("systemd252", "systemd257"; "systemd-trixie" when that flavor cannot
 // boot here, and the subtest is skipped or, with HITLESS_REQUIRE_SYSTEMD=1,
-// fails). Each subtest logs the version in full first.
+// fails; or it is left out by HITLESS_SYSTEMD_FLAVORS). Each subtest logs
+// the version in full first.
 func Each(t *testing.T, test func(t *testing.T, sd *Systemd)) {
 	t.Helper()
 	require := required(os.Getenv)
 	for _, f := range Flavors {
-		c, _ := bootOnce(f, require) // on failure, BootFlavor gives the reason in the subtest
+		ok, why := selected(os.Getenv(EnvFlavors), f)
 		name := "systemd-" + f.Name
-		if c != nil {
-			name = "systemd" + strconv.Itoa(c.major)
+		if ok {
+			// On failure, BootFlavor gives the reason in the subtest.
+			if c, _ := bootOnce(f, require); c != nil {
+				name = "systemd" + strconv.Itoa(c.major)
+			}
 		}
 		t.Run(name, func(t *testing.T) {
+			if !ok {
+				t.Skip("sdtest: skipped: " + why)
+			}
 			sd := BootFlavor(t, f)
 			t.Logf("on %s (%s flavor, container %s)", sd.c.version, f.Name, sd.c.state)
 			test(t, sd)

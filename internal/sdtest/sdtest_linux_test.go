@@ -209,3 +209,27 @@ func testFailedUnitJournalResetFailed(t *testing.T, sd *Systemd) {
 		t.Errorf("WaitProp for a state that does not come: %v", err)
 	}
 }
+
+// TestMissingTreeSkipsWithTheCommand: without a Debian tree, and without
+// a real systemd being required, the Trixie flavor is not booted (nothing
+// is downloaded behind a developer's back); the reason names the command
+// that makes the tree.
+func TestMissingTreeSkipsWithTheCommand(t *testing.T) {
+	dir, reason := tree("/src/.ci/systemd/start-systemd.sh", "nosuchsuite", false)
+	if dir != "" || !strings.Contains(reason, "bash /src/.ci/systemd/debian-tree.sh nosuchsuite") || !strings.Contains(reason, treeDir("nosuchsuite")) {
+		t.Errorf("tree for a suite without a tree = %q, %q; want no dir and a reason naming the command and the directory", dir, reason)
+	}
+}
+
+// TestFlavorsLeftOutSkip: HITLESS_SYSTEMD_FLAVORS=host leaves the Trixie
+// subtest out, by name, without booting it.
+func TestFlavorsLeftOutSkip(t *testing.T) {
+	t.Setenv(EnvFlavors, "host")
+	ran := map[string]bool{}
+	t.Run("each", func(t *testing.T) {
+		Each(t, func(t *testing.T, sd *Systemd) { ran[sd.Flavor().Name] = true })
+	})
+	if ran[Trixie.Name] {
+		t.Error("the trixie flavor ran although " + EnvFlavors + "=host")
+	}
+}
