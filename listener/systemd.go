@@ -3,10 +3,13 @@ package listener
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/hitlessgo/hitless/readiness"
 )
 
 // Errors of FromSystemd.
@@ -24,13 +27,25 @@ const maxListenFDs = 4096
 // unnamed ones are called "unknown" as in sd_listen_fds_with_names(3)).
 // Put the result in Set.Systemd.
 //
-// It returns nil, nil when LISTEN_PID does not name this process (the
-// variables are then meant for another one). Either way it removes
-// LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES from the environment, so that
-// processes started later, including the next generation, never see them.
+// It returns nil, nil when the variables are meant for another process:
+// when LISTEN_PID is not this process's PID, or when LISTEN_PIDFDID
+// (systemd 258 and later) is set and is not the inode ID of this process's
+// pidfd (readiness.PIDFDID): a PID can be reused, that ID cannot. Where
+// this process's ID cannot be had (no pidfs: Linux before 6.9, or not
+// Linux), LISTEN_PID alone decides, as sd_listen_fds(3) does. Either way
+// it removes LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PIDFDID
+// from the environment, so that processes started later, including the
+// next generation, never see them. A LISTEN_PIDFDID left behind would
+// outlive the others: a child given sockets by a tool that sets LISTEN_PID
+// and LISTEN_FDS but not LISTEN_PIDFDID (another socket activator, or a
+// systemd before 258 in a container) would find this process's ID next to
+// its own PID, and sd_listen_fds(3) of systemd 258 would refuse its
+// sockets.
 //
 // Malformed variables are an error wrapping ErrBadEnvironment, and no
-// descriptor is taken. So is a LISTEN_FDS that counts a descriptor that is
+// descriptor is taken (a LISTEN_PIDFDID that is set and not empty must be
+// a decimal number from 1 to 2^64-1). So is a LISTEN_FDS that counts a
+// descriptor that is
 // not an open socket (what sd_is_socket(3) checks): a closed one, a file,
 // a pipe. Such a descriptor number is not systemd's to give: it is free, or
 // the process's own (the Go runtime's epoll descriptor and the cgroup
@@ -41,10 +56,12 @@ const maxListenFDs = 4096
 // refused the same way: a Set serves sockets only.
 func FromSystemd() (map[string][]*os.File, error) {
 	pid, fds, names := os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDS"), os.Getenv("LISTEN_FDNAMES")
+	pidfdID := os.Getenv("LISTEN_PIDFDID")
 	os.Unsetenv("LISTEN_PID")
 	os.Unsetenv("LISTEN_FDS")
 	os.Unsetenv("LISTEN_FDNAMES")
-	named, err := parseListenEnv(pid, fds, names, os.Getpid())
+	os.Unsetenv("LISTEN_PIDFDID")
+	named, err := parseListenEnv(listenEnv{pid, fds, names, pidfdID}, self{os.Getpid(), ownPIDFDID})
 	if err != nil || named == nil {
 		return nil, err
 	}
@@ -101,8 +118,27 @@ func checkSockets(named map[string][]int, fdsVar string, kind func(fd int) (sock
 	return fmt.Errorf("%w: %s; no descriptor was taken", ErrBadEnvironment, detail)
 }
 
+// listenEnv holds the values of the LISTEN_* variables ("" when unset).
+type listenEnv struct {
+	pid, fds, names, pidfdID string
+}
+
+// self says who this process is: its PID, and a function that returns the
+// inode ID of its pidfd, or false where there is none (readiness.PIDFDID).
+// It is asked only when LISTEN_PIDFDID is set and LISTEN_PID is ours.
+type self struct {
+	pid     int
+	pidfdID func() (uint64, bool)
+}
+
+// ownPIDFDID is this process's pidfd inode ID, if the system has one.
+func ownPIDFDID() (uint64, bool) {
+	id, err := readiness.PIDFDID(os.Getpid())
+	return id, err == nil
+}
+
 // parseListenEnv checks the LISTEN_* variables and returns the descriptor
-// numbers by name, or nil when they are not for pid.
+// numbers by name, or nil when they are not for the process me describes.
 //
 // LISTEN_PID and LISTEN_FDS are decimal integers as strconv.Atoi reads
 // them: an optional sign, then digits (leading zeros allowed), nothing
@@ -111,7 +147,17 @@ func checkSockets(named map[string][]int, fdsVar string, kind func(fd int) (sock
 // ':'-separated names; an empty one is "unknown", and names may repeat
 // (the descriptors then share the name). Without LISTEN_PID and LISTEN_FDS
 // nothing was passed; LISTEN_FDNAMES alone is ignored, as systemd does.
-func parseListenEnv(pidVar, fdsVar, namesVar string, pid int) (map[string][]int, error) {
+//
+// LISTEN_PIDFDID, if set and not empty (systemd never sets it empty, and
+// an empty value names no process), is looked at only once LISTEN_PID is
+// me.pid (variables meant for another process are not ours to judge), and
+// before LISTEN_FDS: it is digits only (no sign: it is unsigned, as
+// systemd writes it; leading zeros allowed) for a number from 1 to 2^64-1
+// (pidfs never gives 0), else malformed. When me's own ID is known and
+// differs, the variables are for another process that had the same PID:
+// nil. When it is unknown, only LISTEN_PID counts.
+func parseListenEnv(env listenEnv, me self) (map[string][]int, error) {
+	pidVar, fdsVar, namesVar := env.pid, env.fds, env.names
 	if pidVar == "" && fdsVar == "" {
 		return nil, nil
 	}
@@ -119,8 +165,19 @@ func parseListenEnv(pidVar, fdsVar, namesVar string, pid int) (map[string][]int,
 	if err != nil || p <= 0 {
 		return nil, fmt.Errorf("%w: LISTEN_PID=%q", ErrBadEnvironment, pidVar)
 	}
-	if p != pid {
+	if p != me.pid {
 		return nil, nil
+	}
+	if env.pidfdID != "" {
+		id, err := parsePIDFDID(env.pidfdID)
+		if err != nil {
+			return nil, err
+		}
+		if own, ok := me.pidfdID(); ok && own != id {
+			// Same PID, another process: the one systemd meant has
+			// exited and its PID was given to this one.
+			return nil, nil
+		}
 	}
 	n, err := strconv.Atoi(fdsVar)
 	if err != nil || n < 0 || n > maxListenFDs {
@@ -142,4 +199,18 @@ func parseListenEnv(pidVar, fdsVar, namesVar string, pid int) (map[string][]int,
 		out[name] = append(out[name], listenFDsStart+i)
 	}
 	return out, nil
+}
+
+// parsePIDFDID reads LISTEN_PIDFDID: ASCII digits only, 1 to 2^64-1.
+func parsePIDFDID(v string) (uint64, error) {
+	for i := 0; i < len(v); i++ {
+		if v[i] < '0' || v[i] > '9' {
+			return 0, fmt.Errorf("%w: LISTEN_PIDFDID=%q (want the decimal inode ID of this process's pidfd)", ErrBadEnvironment, v)
+		}
+	}
+	id, err := strconv.ParseUint(v, 10, 64)
+	if err != nil || id == 0 {
+		return 0, fmt.Errorf("%w: LISTEN_PIDFDID=%q (want a decimal number from 1 to %d)", ErrBadEnvironment, v, uint64(math.MaxUint64))
+	}
+	return id, nil
 }

@@ -47,7 +47,7 @@ func TestParseListenEnv(t *testing.T) {
 		{"42", "2", "a:b:c", nil, "LISTEN_FDNAMES"},
 		{"42", "0", "a", nil, "LISTEN_FDNAMES"},
 	} {
-		got, err := parseListenEnv(tc.pid, tc.fds, tc.names, 42)
+		got, err := parseListenEnv(listenEnv{tc.pid, tc.fds, tc.names, ""}, self{42, idOf(4242)})
 		if tc.bad != "" {
 			if !errors.Is(err, ErrBadEnvironment) || !strings.Contains(err.Error(), tc.bad) || got != nil {
 				t.Errorf("parseListenEnv(%q, %q, %q) = %s, %v; want an ErrBadEnvironment naming %s", tc.pid, tc.fds, tc.names, brief(got), err, tc.bad)
@@ -84,6 +84,63 @@ func brief(m map[string][]int) string {
 	return strings.TrimSpace(b.String()) + "]"
 }
 
+// idOf is a self.pidfdID that knows the ID; noID one that cannot tell.
+func idOf(id uint64) func() (uint64, bool) { return func() (uint64, bool) { return id, true } }
+
+func noID() (uint64, bool) { return 0, false }
+
+// LISTEN_PIDFDID (systemd 258): for another process of the same PID, the
+// variables are not ours; malformed, an error; unknown own ID, LISTEN_PID
+// alone decides.
+func TestParseListenEnvPIDFDID(t *testing.T) {
+	ours := map[string][]int{"http": {3}}
+	for _, tc := range []struct {
+		pid, pidfdID string
+		own          func() (uint64, bool)
+		want         map[string][]int
+		bad          bool
+	}{
+		{"42", "", idOf(4242), ours, false},        // 257 and older: not set
+		{"42", "4242", idOf(4242), ours, false},    // ours
+		{"42", "0004242", idOf(4242), ours, false}, // leading zeros
+		{"42", "4243", idOf(4242), nil, false},     // same PID, another process
+		{"42", "18446744073709551615", idOf(4242), nil, false},
+		{"42", "18446744073709551615", idOf(18446744073709551615), ours, false},
+		{"42", "4243", noID, ours, false},        // no pidfs: PID alone
+		{"7", "4242", idOf(4242), nil, false},    // another PID: not judged
+		{"7", "garbage", idOf(4242), nil, false}, // another PID: not judged
+		{"42", "garbage", idOf(4242), nil, true},
+		{"42", "garbage", noID, nil, true}, // malformed even when we cannot compare
+		{"42", "0", idOf(4242), nil, true}, // pidfs never gives 0
+		{"42", "000", idOf(4242), nil, true},
+		{"42", "+4242", idOf(4242), nil, true}, // unsigned: no sign
+		{"42", "-4242", idOf(4242), nil, true},
+		{"42", " 4242", idOf(4242), nil, true},
+		{"42", "4242\n", idOf(4242), nil, true},
+		{"42", "0x1092", idOf(4242), nil, true},
+		{"42", "4_242", idOf(4242), nil, true},
+		{"42", "18446744073709551616", idOf(4242), nil, true}, // 2^64
+		{"42", "99999999999999999999999", noID, nil, true},
+	} {
+		asked := false
+		own := func() (uint64, bool) { asked = true; return tc.own() }
+		got, err := parseListenEnv(listenEnv{tc.pid, "1", "http", tc.pidfdID}, self{42, own})
+		if tc.bad {
+			if !errors.Is(err, ErrBadEnvironment) || !strings.Contains(err.Error(), "LISTEN_PIDFDID=") || got != nil {
+				t.Errorf("LISTEN_PID=%s LISTEN_PIDFDID=%q: %s, %v; want an ErrBadEnvironment naming LISTEN_PIDFDID", tc.pid, tc.pidfdID, brief(got), err)
+			}
+			continue
+		}
+		if err != nil || !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("LISTEN_PID=%s LISTEN_PIDFDID=%q: %s, %v; want %s", tc.pid, tc.pidfdID, brief(got), err, brief(tc.want))
+		}
+		// The own ID costs a pidfd_open: asked only when it matters.
+		if asked != (tc.pid == "42" && tc.pidfdID != "") {
+			t.Errorf("LISTEN_PID=%s LISTEN_PIDFDID=%q: own ID asked: %v", tc.pid, tc.pidfdID, asked)
+		}
+	}
+}
+
 // decimalOracle reads s as the contract of parseListenEnv states it: an
 // optional sign, then one or more ASCII digits and nothing else. The value
 // comes from math/big, so that no limit of int can hide in it.
@@ -106,7 +163,11 @@ func decimalOracle(s string) (*big.Int, bool) {
 // listenEnvOracle is parseListenEnv written again from its doc comment and
 // sd_listen_fds_with_names(3), sharing no code with it: the descriptors by
 // name, nil when nothing is for pid, or the variable that is malformed.
-func listenEnvOracle(pidVar, fdsVar, namesVar string, pid int) (map[string][]int, string) {
+//
+// LISTEN_PIDFDID follows the doc comment of FromSystemd: judged once
+// LISTEN_PID is ours, digits only, 1 to 2^64-1; then it must be ownID
+// unless ownID is 0 (unknown).
+func listenEnvOracle(pidVar, fdsVar, namesVar, pidfdIDVar string, pid int, ownID uint64) (map[string][]int, string) {
 	if pidVar == "" && fdsVar == "" {
 		return nil, ""
 	}
@@ -116,6 +177,16 @@ func listenEnvOracle(pidVar, fdsVar, namesVar string, pid int) (map[string][]int
 	}
 	if p.Cmp(big.NewInt(int64(pid))) != 0 {
 		return nil, ""
+	}
+	if pidfdIDVar != "" {
+		id, ok := decimalOracle(pidfdIDVar)
+		maxU64 := new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 64), big.NewInt(1))
+		if !ok || pidfdIDVar[0] == '+' || pidfdIDVar[0] == '-' || id.Sign() <= 0 || id.Cmp(maxU64) > 0 {
+			return nil, "LISTEN_PIDFDID"
+		}
+		if ownID != 0 && id.Cmp(new(big.Int).SetUint64(ownID)) != 0 {
+			return nil, ""
+		}
 	}
 	n, ok := decimalOracle(fdsVar)
 	if !ok || n.Sign() < 0 || n.Cmp(big.NewInt(4096)) > 0 {
@@ -145,6 +216,16 @@ func listenEnvOracle(pidVar, fdsVar, namesVar string, pid int) (map[string][]int
 		out[name] = append(out[name], 3+i)
 	}
 	return out, ""
+}
+
+// namesVar reports whether err is about the variable v and no other
+// (LISTEN_PID is a prefix of LISTEN_PIDFDID).
+func namesVar(err error, v string) bool {
+	msg := err.Error()
+	if v != "LISTEN_PIDFDID" && strings.Contains(msg, "LISTEN_PIDFDID") {
+		return false
+	}
+	return strings.Contains(msg, v)
 }
 
 func FuzzParseListenEnv(f *testing.F) {
@@ -177,19 +258,35 @@ func FuzzParseListenEnv(f *testing.F) {
 		{"42", "1_0", ""},
 		{"42", "0x10", ""},
 	} {
-		f.Add(seed[0], seed[1], seed[2])
+		f.Add(seed[0], seed[1], seed[2], "", uint64(0))
 	}
-	f.Fuzz(func(t *testing.T, pid, fds, names string) {
-		got, err := parseListenEnv(pid, fds, names, 42)
-		want, bad := listenEnvOracle(pid, fds, names, 42)
+	for _, seed := range []struct {
+		pidfdID string
+		own     uint64
+	}{
+		{"4242", 4242}, {"4242", 4243}, {"4242", 0}, {"004242", 4242},
+		{"0", 4242}, {"00", 0}, {"+4242", 4242}, {"-1", 0}, {" 1", 1},
+		{"18446744073709551615", 18446744073709551615}, {"18446744073709551616", 0},
+		{"x", 4242}, {"0x10", 16}, {"1_0", 10},
+	} {
+		f.Add("42", "1", "http", seed.pidfdID, seed.own)
+		f.Add("7", "1", "http", seed.pidfdID, seed.own)
+	}
+	f.Fuzz(func(t *testing.T, pid, fds, names, pidfdID string, ownID uint64) {
+		own := noID
+		if ownID != 0 {
+			own = idOf(ownID)
+		}
+		got, err := parseListenEnv(listenEnv{pid, fds, names, pidfdID}, self{42, own})
+		want, bad := listenEnvOracle(pid, fds, names, pidfdID, 42, ownID)
 		if bad != "" {
-			if !errors.Is(err, ErrBadEnvironment) || got != nil || !strings.Contains(err.Error(), bad) {
-				t.Fatalf("parseListenEnv(%q, %q, %q) = %s, %v; want an ErrBadEnvironment naming %s", pid, fds, names, brief(got), err, bad)
+			if !errors.Is(err, ErrBadEnvironment) || got != nil || !namesVar(err, bad) {
+				t.Fatalf("parseListenEnv(%q, %q, %q, %q; own ID %d) = %s, %v; want an ErrBadEnvironment naming %s", pid, fds, names, pidfdID, ownID, brief(got), err, bad)
 			}
 			return
 		}
 		if err != nil || !reflect.DeepEqual(got, want) {
-			t.Fatalf("parseListenEnv(%q, %q, %q) = %s, %v; want %s", pid, fds, names, brief(got), err, brief(want))
+			t.Fatalf("parseListenEnv(%q, %q, %q, %q; own ID %d) = %s, %v; want %s", pid, fds, names, pidfdID, ownID, brief(got), err, brief(want))
 		}
 	})
 }

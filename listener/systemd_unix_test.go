@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hitlessgo/hitless/readiness"
 )
 
 // fileFD returns the descriptor of a File of c (a duplicate, closed at
@@ -145,6 +147,11 @@ func runtimeEpollFD() (int, bool) {
 // which scenario TestFromSystemdChild plays.
 const childEnv = "HITLESS_LISTENER_FROMSYSTEMD_CHILD"
 
+// pidfdIDEnv selects, in the child, what LISTEN_PIDFDID it sets before
+// FromSystemd: "own" (its real pidfd inode ID, as systemd 258 sets it),
+// "other" (another process's), or a literal value.
+const pidfdIDEnv = "HITLESS_LISTENER_CHILD_PIDFDID"
+
 // childReport is what the child process found.
 type childReport struct {
 	Err      string
@@ -167,6 +174,21 @@ func TestFromSystemdChild(t *testing.T) {
 		return
 	}
 	os.Setenv("LISTEN_PID", strconv.Itoa(os.Getpid()))
+	switch v := os.Getenv(pidfdIDEnv); v {
+	case "":
+	case "own", "other":
+		id, err := readiness.PIDFDID(os.Getpid())
+		if err != nil {
+			fmt.Printf("\nREPORT {\"Err\":%q}\n", "no own pidfd ID: "+err.Error())
+			return
+		}
+		if v == "other" {
+			id++ // pidfs IDs are unique: id+1 is not this process's
+		}
+		os.Setenv("LISTEN_PIDFDID", strconv.FormatUint(id, 10))
+	default:
+		os.Setenv("LISTEN_PIDFDID", v)
+	}
 	got, err := FromSystemd()
 	rep := childReport{Names: map[string][]int{}, Addrs: map[string]string{}, CloExec: map[int]bool{}, Kind: map[int]string{}}
 	if err != nil {
@@ -187,7 +209,7 @@ func TestFromSystemdChild(t *testing.T) {
 			f.Close()
 		}
 	}
-	for _, v := range []string{"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} {
+	for _, v := range []string{"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PIDFDID"} {
 		if _, ok := os.LookupEnv(v); ok {
 			rep.EnvLeft = append(rep.EnvLeft, v)
 		}

@@ -37,9 +37,33 @@ func servingStatus(gen, pid int) string {
 func (s systemd) ready(gen int, claim bool) {
 	states := []string{readiness.Ready, servingStatus(gen, os.Getpid())}
 	if claim {
-		states = append([]string{readiness.MainPID(os.Getpid())}, states...)
+		states = append(mainPID(os.Getpid()), states...)
 	}
 	s.notify(states...)
+}
+
+// mainPID returns the MAINPID= line for pid and, where the kernel gives
+// one, the MAINPIDFDID= line with its pidfd inode ID. systemd 257 and
+// later then check, when they read the message, that pid still names that
+// process, and refuse the change if its PID has meanwhile been recycled;
+// systemd 252 ignores the field (measured: the handover works the same
+// with it). The pidfd itself (MAINPIDFD=1) is not attached: systemd 252
+// does not know it and closes an attached descriptor with a warning
+// ("Got extra auxiliary fds with notification message, closing them"),
+// and nothing here tells which systemd reads the message; the ID gives
+// 257 the same certainty.
+//
+// The ID is taken now, from the PID: for this process, exactly; for the
+// new generation, the old one's child, it names the process that holds
+// the PID at this moment, which it just heard from over the handoff. Where
+// there is no ID (Linux before 6.9, 32-bit, not Linux; or the process has
+// already exited), MAINPID= goes alone, as before.
+func mainPID(pid int) []string {
+	lines := []string{readiness.MainPID(pid)}
+	if id, err := readiness.PIDFDID(pid); err == nil {
+		lines = append(lines, readiness.MainPIDFDID(id))
+	}
+	return lines
 }
 
 // reloading: an upgrade to generation next starts.
@@ -66,7 +90,7 @@ func (s systemd) handOver(pid, gen int) {
 		s.log.Warn("cannot tell systemd the new main PID: the new generation speaks handoff version 0 (it claims the main PID itself)")
 		return
 	}
-	s.notify(readiness.MainPID(pid), readiness.Ready, servingStatus(gen, pid))
+	s.notify(append(mainPID(pid), readiness.Ready, servingStatus(gen, pid))...)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := readiness.Barrier(ctx); err != nil {
