@@ -304,30 +304,38 @@ func TestNoService(t *testing.T) {
 }
 
 func TestClientTrustsOnlyKnownServers(t *testing.T) {
-	const me, other = 1000, 1001
+	const me, other, nobody = 1000, 1001, 65534
 	owner := func(uid int, err error) func(string) (int, error) {
 		return func(string) (int, error) { return uid, err }
 	}
 	notPrivate := errors.New("proc: /tmp (dtrwxrwxrwx) is writable by users other than its owner")
 	for _, tc := range []struct {
-		name   string
-		uid    int
-		socket string
-		owner  func(string) (int, error)
-		err    string
+		name     string
+		uid      int // the server's
+		client   int
+		socket   string
+		owner    func(string) (int, error)
+		rootOnly bool // the socket is behind a directory only root may enter
+		err      string
 	}{
-		{"our own user", me, "/run/app/s", owner(-1, notPrivate), ""},
-		{"root", 0, "/tmp/s", owner(-1, notPrivate), ""},
-		{"the socket's owner, in a private directory", other, "/run/app/s", owner(other, nil), ""},
-		{"someone else", other, "/run/app/s", owner(2000, nil), "answered by uid 1001, which is neither ours (uid 1000), root, nor the socket's owner (uid 2000)"},
-		{"the owner of a socket in a shared directory", other, "/tmp/s", owner(-1, notPrivate), "the socket's owner cannot vouch for it: proc: /tmp"},
-		{"abstract socket", other, "@ctl", owner(other, nil), "abstract socket has no owner"},
+		{"our own user", me, me, "/run/app/s", owner(-1, notPrivate), false, ""},
+		{"root", 0, me, "/tmp/s", owner(-1, notPrivate), false, ""},
+		{"the socket's owner, in a private directory", other, me, "/run/app/s", owner(other, nil), false, ""},
+		{"someone else", other, me, "/run/app/s", owner(2000, nil), false, "answered by uid 1001, which is neither ours (uid 1000), root, nor the socket's owner (uid 2000)"},
+		{"the owner of a socket in a shared directory", other, me, "/tmp/s", owner(-1, notPrivate), false, "the socket's owner cannot vouch for it: proc: /tmp"},
+		{"abstract socket", other, me, "@ctl", owner(other, nil), false, "abstract socket has no owner"},
+		// systemd 257's id-mapped runtime directory of a DynamicUser=
+		// service, behind /run/private (0700): the socket seems nobody's.
+		{"root, behind a root-only directory", other, 0, "/run/app/s", owner(nobody, nil), true, ""},
+		{"root, no root-only directory", other, 0, "/run/app/s", owner(nobody, nil), false, "answered by uid 1001, which is neither ours (uid 0), root, nor the socket's owner (uid 65534)"},
+		{"not root, behind a root-only directory", other, me, "/run/app/s", owner(nobody, nil), true, "answered by uid 1001, which is neither ours (uid 1000), root, nor the socket's owner (uid 65534)"},
+		{"root, a shared directory", other, 0, "/tmp/s", owner(-1, notPrivate), true, "the socket's owner cannot vouch for it"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.socket == "@ctl" && !isLinux {
 				t.Skip("abstract sockets are Linux only")
 			}
-			err := trustServer(tc.uid, me, tc.socket, tc.owner)
+			err := trustServer(tc.uid, tc.client, tc.socket, tc.owner, func(string) bool { return tc.rootOnly })
 			if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
 				t.Fatalf("trustServer = %v; want %q", err, tc.err)
 			}
@@ -342,9 +350,14 @@ func TestClientRefusesAStranger(t *testing.T) {
 	ts := serve(t, h, nil)
 	stranger := os.Geteuid() + 4242
 	serverCred = func(syscall.Conn) (proc.Cred, error) { return proc.Cred{UID: stranger}, nil }
-	t.Cleanup(func() { serverCred, socketOwner = proc.PeerCred, proc.PrivateOwner })
+	t.Cleanup(func() {
+		serverCred, socketOwner, behindRootOnly = proc.PeerCred, proc.PrivateOwner, proc.BehindRootOnly
+	})
 
 	socketOwner = func(string) (int, error) { return os.Geteuid(), nil }
+	// t.TempDir is 0700: for a test run as root, the socket is behind a
+	// root-only directory, which would vouch for any server.
+	behindRootOnly = func(string) bool { return false }
 	err := ts.client().Stop(timeout(t, 10*time.Second))
 	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("answered by uid %d", stranger)) || !strings.Contains(err.Error(), "not trusted") {
 		t.Fatalf("Stop via a stranger's server = %v", err)

@@ -43,6 +43,11 @@ func (u *Upgrader) runAttempt(ctx context.Context, started chan<- struct{}) erro
 		return err
 	}
 	u.log.Info("new generation ready; draining", "took", time.Since(begin), "new_pid", child.PID)
+	// Under NotifyAccess=main systemd refuses the new generation's pings
+	// until it is the main process, and this one stops pinging once it
+	// has handed over: reset the watchdog now, so that the new one has a
+	// full period for its first ping as the main process.
+	u.sd.pingWatchdog()
 	u.sd.handOver(child.PID, next)
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -200,5 +201,103 @@ func TestFDStoreKeepsTheListeners(t *testing.T) {
 	}
 	if stored < 2 {
 		t.Fatalf("the http socket was stored %d times, want once per generation", stored)
+	}
+}
+
+// TestRefusedSignalIsAnswered: a SIGHUP that the crash-loop back-off
+// refuses is answered to systemd as a failed upgrade is: RELOADING=1 with
+// MONOTONIC_USEC=, then READY=1 with the reason. Under Type=notify-reload
+// systemd sent that SIGHUP and waits for the answer; without it the
+// reload hung until TimeoutStartSec= and then failed as timed out
+// (measured on systemd 257: examples/systemd TestNotifyReload).
+func TestRefusedSignalIsAnswered(t *testing.T) {
+	sd := startFakeSystemd(t)
+	ts := startTestServer(t, "tcp", "NOTIFY_SOCKET="+sd.path, envCrashLp+"=1", envSignals+"=library")
+	pid := ts.PID()
+	ts.setMode("exit")
+	// The messages pid sent, from the first one containing after on.
+	since := func(after string) []string {
+		var texts []string
+		for _, m := range sd.messages() {
+			if m.pid == pid && (len(texts) > 0 || strings.Contains(m.text, after)) {
+				texts = append(texts, m.text)
+			}
+		}
+		return texts
+	}
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 10s; messages: %q", what, since(""))
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	if err := ts.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("the failed upgrade", func() bool { return len(since("STATUS=upgrade failed")) > 0 })
+	// Within the back-off (1 s in the test server).
+	if err := ts.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("the refusal", func() bool { return len(since("STATUS=upgrade refused")) > 0 })
+	after := since("STATUS=upgrade failed")
+	var reloading, refused int = -1, -1
+	for i, m := range after {
+		switch {
+		case strings.Contains(m, "RELOADING=1") && strings.Contains(m, "MONOTONIC_USEC="):
+			reloading = i
+		case strings.Contains(m, "READY=1") && strings.Contains(m, "STATUS=upgrade refused: 1 failed in a row"):
+			refused = i
+		}
+	}
+	if reloading < 1 || refused <= reloading {
+		t.Fatalf("after the failure, want RELOADING=1 with MONOTONIC_USEC=, then READY=1 with the refusal; got %q", after)
+	}
+}
+
+// TestHandOverResetsTheWatchdog: just before it hands the main PID over,
+// the old generation pings the watchdog. Under NotifyAccess=main systemd
+// refuses the new generation's pings until it is the main process, and
+// the old one stops pinging once it has handed over: without this ping,
+// generations that each live shorter than the ping interval let the
+// watchdog fire (seen on systemd 257: examples/systemd TestNotifyAccess).
+func TestHandOverResetsTheWatchdog(t *testing.T) {
+	sd := startFakeSystemd(t)
+	// A long period: the periodic pings come only as each generation
+	// becomes ready, never during an upgrade.
+	ts := startTestServer(t, "tcp", "NOTIFY_SOCKET="+sd.path, "WATCHDOG_USEC=60000000", "WATCHDOG_PID=1")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for i := range 2 {
+		old := ts.PID()
+		up, err := ts.Upgrade(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := ts.nextResult(); r.Err != "" {
+			t.Fatal(r.Err)
+		}
+		// From old: RELOADING=1, then WATCHDOG=1, then the hand-over.
+		step := 0
+		for _, m := range sd.messages() {
+			if m.pid != old {
+				continue
+			}
+			switch {
+			case step == 0 && strings.Contains(m.text, "RELOADING=1"):
+				step = 1
+			case step == 1 && m.text == "WATCHDOG=1":
+				step = 2
+			case step == 2 && strings.Contains(m.text, "MAINPID="+strconv.Itoa(up.New)):
+				step = 3
+			}
+		}
+		if step != 3 {
+			t.Fatalf("upgrade %d: generation pid %d did not ping the watchdog between announcing the reload and handing over to %d (step %d)", i+1, old, up.New, step)
+		}
 	}
 }

@@ -278,6 +278,7 @@ func (l *loop) apply(a queue.Action) {
 				r.reply <- a.Err
 			case ok && errors.Is(a.Err, ErrBackoff):
 				u.log.Warn("upgrade refused: backing off after repeated failures", "err", a.Err)
+				u.sd.refused(refusedStatus(a.Err))
 			}
 		}
 	case queue.Forward:
@@ -371,6 +372,20 @@ func (u *Upgrader) reportFailure(err error, q queue.Status) {
 		u.log.Warn("backing off", "failures", q.Failures, "until", q.Backoff)
 	}
 	u.sd.failed(status)
+}
+
+// refusedStatus is the STATUS= of a request the back-off refused.
+func refusedStatus(err error) string {
+	var be *BackoffError
+	if !errors.As(err, &be) {
+		return "upgrade refused: " + err.Error()
+	}
+	last := "unknown"
+	if be.Last != nil {
+		last = summary(be.Last)
+	}
+	return fmt.Sprintf("upgrade refused: %d failed in a row, refusing upgrades until %s; last: %s",
+		be.Failures, be.Until.Format(time.TimeOnly), last)
 }
 
 func isClosed(c <-chan struct{}) bool {

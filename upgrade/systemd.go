@@ -78,6 +78,21 @@ func (s systemd) failed(status string) {
 	s.notify(readiness.Ready, readiness.Status(status))
 }
 
+// refused answers an upgrade request that nobody waits for (a SIGHUP)
+// and that is refused, as a failed upgrade is answered: RELOADING=1 with
+// MONOTONIC_USEC= of now, then READY=1 with the reason in STATUS=. Under
+// Type=notify-reload systemd sent that SIGHUP itself and waits for this
+// pair; without it, the reload hangs until TimeoutStartSec= and then
+// fails as timed out. Under any other type it is a reload that ends at
+// once.
+func (s systemd) refused(status string) {
+	if !s.on() {
+		return
+	}
+	s.notify(readiness.Reloading, monotonicUsec())
+	s.failed(status)
+}
+
 // handOver tells systemd that the new generation is the main process now,
 // and waits until systemd has taken that in (BARRIER), so that it never
 // sees this process exit first and thinks the service died. The message
@@ -170,6 +185,13 @@ func (s systemd) startWatchdog() *watchdog {
 		}
 	}()
 	return w
+}
+
+// pingWatchdog pings systemd's watchdog once, if it is on.
+func (s systemd) pingWatchdog() {
+	if _, ok := readiness.WatchdogInterval(); ok && s.on() {
+		s.notify(readiness.Watchdog)
+	}
 }
 
 // end stops the pings. Nil-safe and idempotent.

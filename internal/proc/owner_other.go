@@ -3,3 +3,5 @@
 package proc
 
 func privateOwner(string) (int, error) { return -1, ErrNotSupported }
+
+func behindRootOnly(string) bool { return false }

@@ -53,6 +53,34 @@ func privateOwner(path string) (int, error) {
 	return walkPrivate(path, lstatNode)
 }
 
+func behindRootOnly(path string) bool {
+	if !filepath.IsAbs(path) {
+		wd, err := os.Getwd()
+		if err != nil {
+			return false
+		}
+		path = filepath.Join(wd, path)
+	}
+	return walkRootOnly(path, lstatNode)
+}
+
+// walkRootOnly resolves path (absolute) and reports whether one of the
+// directories it looked names up in is root's with no permission for its
+// group or others.
+func walkRootOnly(path string, lstat func(string) (node, error)) bool {
+	consulted, _, _, err := resolve(path, lstat, nil)
+	if err != nil {
+		return false
+	}
+	for _, d := range consulted {
+		n, err := lstat(d)
+		if err == nil && n.uid == 0 && n.mode.IsDir() && n.mode.Perm()&0o077 == 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // walkPrivate resolves path (absolute) and checks the directories it
 // looked names up in against the owner of the file it arrives at.
 func walkPrivate(path string, lstat func(string) (node, error)) (int, error) {

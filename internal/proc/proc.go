@@ -101,3 +101,14 @@ func WaitGone(ctx context.Context, pid int) error {
 // file that exists, not from creating one where none does (a service's
 // socket is absent while it is down).
 func PrivateOwner(path string) (int, error) { return privateOwner(path) }
+
+// BehindRootOnly reports whether resolving path goes through a directory
+// that is root's and grants its group and others nothing (mode 0700 or
+// less): then only root, or a process root let in, can have put a file at
+// path. systemd keeps the runtime directories of DynamicUser= services
+// behind such a directory (/run/private, 0700), and from systemd 257 on
+// mounts the service's own one id-mapped: seen from outside, its files
+// belong to nobody (65534), not to the service's uid, so that
+// PrivateOwner's answer cannot vouch for the service — this can. It is
+// false where files have no owning uid, or when path cannot be resolved.
+func BehindRootOnly(path string) bool { return behindRootOnly(path) }

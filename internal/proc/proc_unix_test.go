@@ -193,6 +193,48 @@ func TestWalkPrivate(t *testing.T) {
 	}
 }
 
+// TestWalkRootOnly: a path behind a directory only root may enter, as
+// systemd's /run/private for DynamicUser= services, whose id-mapped
+// runtime directory shows its files as nobody's from outside.
+func TestWalkRootOnly(t *testing.T) {
+	const nobody, svc = 65534, 61000
+	dir := func(uid int, perm fs.FileMode) node { return node{uid: uid, mode: fs.ModeDir | perm} }
+	sock := func(uid int) node { return node{uid: uid, mode: fs.ModeSocket | 0o600} }
+	base := map[string]node{
+		"/":                          dir(0, 0o755),
+		"/run":                       dir(0, 0o755),
+		"/run/private":               dir(0, 0o700),
+		"/run/private/app":           dir(nobody, 0o755),
+		"/run/private/app/ctl.sock":  sock(nobody),
+		"/run/app":                   {uid: 0, mode: fs.ModeSymlink | 0o777, link: "private/app"},
+		"/run/open":                  dir(0, 0o755),
+		"/run/open/ctl.sock":         sock(svc),
+		"/run/peek":                  dir(0, 0o701), // others may pass through
+		"/run/peek/ctl.sock":         sock(svc),
+		"/run/svcdir":                dir(svc, 0o700), // private, but not root's
+		"/run/svcdir/ctl.sock":       sock(svc),
+		"/run/private/app/notadir/x": sock(nobody),
+	}
+	lstat := func(p string) (node, error) {
+		if n, ok := base[p]; ok {
+			return n, nil
+		}
+		return node{}, &fs.PathError{Op: "lstat", Path: p, Err: fs.ErrNotExist}
+	}
+	for path, want := range map[string]bool{
+		"/run/private/app/ctl.sock": true,
+		"/run/app/ctl.sock":         true, // through the symlink systemd makes
+		"/run/open/ctl.sock":        false,
+		"/run/peek/ctl.sock":        false,
+		"/run/svcdir/ctl.sock":      false,
+		"/run/private/app/nope":     false, // unresolvable: not vouched for
+	} {
+		if got := walkRootOnly(path, lstat); got != want {
+			t.Errorf("walkRootOnly(%s) = %v, want %v", path, got, want)
+		}
+	}
+}
+
 // TestPrivateOwnerRealFiles runs the real lookups: the verdict depends on
 // where the temporary directory is, so it checks it against the modes it
 // finds on the way.

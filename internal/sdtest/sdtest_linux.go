@@ -102,7 +102,10 @@ func BootFlavor(t testing.TB, f Flavor) *Systemd {
 // ("systemd252", "systemd257"; "systemd-trixie" when that flavor cannot
 // boot here, and the subtest is skipped or, with HITLESS_REQUIRE_SYSTEMD=1,
 // fails; or it is left out by HITLESS_SYSTEMD_FLAVORS). Each subtest logs
-// the version in full first.
+// the version in full first. The subtests run in parallel with each other
+// (t.Parallel), after the calling test's function has returned: do not
+// call t.Setenv in them, and do not expect them to have run when Each
+// returns (wrap Each in a t.Run for that).
 func Each(t *testing.T, test func(t *testing.T, sd *Systemd)) {
 	t.Helper()
 	require := required(os.Getenv)
@@ -119,6 +122,10 @@ func Each(t *testing.T, test func(t *testing.T, sd *Systemd)) {
 			if !ok {
 				t.Skip("sdtest: skipped: " + why)
 			}
+			// The flavors' containers are separate, and a test's units,
+			// ports and files are its own: the two run side by side,
+			// which halves the wall time of the slow real-systemd tests.
+			t.Parallel()
 			sd := BootFlavor(t, f)
 			t.Logf("on %s (%s flavor, container %s)", sd.c.version, f.Name, sd.c.state)
 			test(t, sd)
