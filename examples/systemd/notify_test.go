@@ -470,9 +470,9 @@ func testNotifyReload252(t *testing.T, u *unit, typ, canReload string, v1 releas
 	if !strings.Contains(boot, u.name+".service:") || !strings.Contains(boot, "Failed to parse service type, ignoring: notify-reload") {
 		t.Errorf("the fallback is not in the journal")
 	}
-	if j := u.sd.Journal(u.name + ".service"); strings.Index(j, "Started ") > strings.Index(j, "msg=ready") {
-		t.Errorf("start waited for READY=1 under the fallback to Type=simple:\n%s", j)
-	}
+	// (Whether "Started" comes before the service's ready line in the
+	// journal is a race under Type=simple: it says nothing. The Type
+	// property above is the proof.)
 	o := u.reload()
 	if o.code != 3 || !strings.Contains(o.stderr, "Job type reload is not applicable") {
 		t.Fatalf("systemctl reload: exit %d %s; want 3, not applicable", o.code, o.stderr)
