@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Environment variables that steer Boot.
@@ -25,6 +26,11 @@ const (
 	// by commas ("trixie"); the others' subtests are skipped, even when
 	// a real systemd is required. Unset: all of them.
 	EnvFlavors = "HITLESS_SYSTEMD_FLAVORS"
+	// EnvReport, if set, names a file to which each subtest of Each
+	// appends one line when it ends: its name, the systemd version, its
+	// outcome and how long it took (.ci/run prints them, since go test
+	// shows passing tests' logs only with -v).
+	EnvReport = "HITLESS_SYSTEMD_REPORT"
 )
 
 // A Flavor is one systemd the tests run on: the machine's own (Debian 12's
@@ -64,6 +70,32 @@ func selected(list string, f Flavor) (bool, string) {
 		}
 	}
 	return false, fmt.Sprintf("%s=%s leaves out the %s flavor", EnvFlavors, list, f.Name)
+}
+
+// reportLine is the line Each appends to the report file for one subtest.
+func reportLine(test, version, outcome string, took time.Duration) string {
+	return fmt.Sprintf("%-7s %7.1fs  %-60s %s\n", outcome, took.Seconds(), test, version)
+}
+
+// report appends line to the file named by EnvReport, if set. A failure
+// to write is the test's: the report is what CI shows of these tests.
+func report(t testing.TB, line string) {
+	path := os.Getenv(EnvReport)
+	if path == "" {
+		return
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err == nil {
+		// One write of a short line to an O_APPEND file: lines of
+		// parallel tests and processes do not interleave.
+		_, err = f.WriteString(line)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		t.Errorf("sdtest: report to %s=%s: %v", EnvReport, path, err)
+	}
 }
 
 // treeDir is where debian-tree.sh keeps the tree of suite.

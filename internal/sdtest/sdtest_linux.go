@@ -128,6 +128,17 @@ func Each(t *testing.T, test func(t *testing.T, sd *Systemd)) {
 			t.Parallel()
 			sd := BootFlavor(t, f)
 			t.Logf("on %s (%s flavor, container %s)", sd.c.version, f.Name, sd.c.state)
+			begin := time.Now()
+			t.Cleanup(func() {
+				outcome := "ok"
+				switch {
+				case t.Failed():
+					outcome = "FAIL"
+				case t.Skipped():
+					outcome = "skipped"
+				}
+				report(t, reportLine(t.Name(), sd.c.version, outcome, time.Since(begin)))
+			})
 			test(t, sd)
 		})
 	}

@@ -233,3 +233,26 @@ func TestFlavorsLeftOutSkip(t *testing.T) {
 		t.Error("the trixie flavor ran although " + EnvFlavors + "=host")
 	}
 }
+
+// TestReportNamesEachSubtest: with HITLESS_SYSTEMD_REPORT set, every
+// subtest of Each leaves a line naming it, its systemd and its outcome.
+func TestReportNamesEachSubtest(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "report")
+	t.Setenv(EnvReport, path)
+	t.Setenv(EnvFlavors, "host")
+	var version string
+	t.Run("each", func(t *testing.T) {
+		Each(t, func(t *testing.T, sd *Systemd) { version = sd.Version() })
+	})
+	if version == "" {
+		t.Skip("no systemd ran here")
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := string(b)
+	if strings.Count(line, "\n") != 1 || !strings.HasPrefix(line, "ok ") || !strings.Contains(line, "TestReportNamesEachSubtest/each/systemd") || !strings.Contains(line, version) {
+		t.Errorf("report %q: want one ok line naming the subtest and %q", line, version)
+	}
+}
