@@ -255,13 +255,28 @@ func writeIn(pid int, dir string) error {
 	return err
 }
 
+var (
+	privilegedMu    sync.Mutex
+	privilegedGiven = map[int]bool{} // ports freePrivilegedPort handed out in this process
+)
+
 // freePrivilegedPort returns a port below 1024 that is free on 127.0.0.1
-// now (the test runs as root, so it can try).
+// now (the test runs as root, so it can try) and was not handed out
+// before in this process.
 func freePrivilegedPort(t *testing.T) int {
 	t.Helper()
 	start := 600 + rand.IntN(380)
 	for i := range 400 {
 		p := 600 + (start-600+i)%420
+		// The two systemds' subtests run side by side: never hand the
+		// same port to both, even before either service has bound it.
+		privilegedMu.Lock()
+		taken := privilegedGiven[p]
+		privilegedGiven[p] = true
+		privilegedMu.Unlock()
+		if taken {
+			continue
+		}
 		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
 		if err != nil {
 			continue
