@@ -74,10 +74,16 @@ const maxForwards = 5
 //     security review M4), or an answer that makes no sense.
 //
 // If the request reaches a generation that is just handing over, the
-// service answers that it was passed on (ErrForwarded) and Reload sends
-// it again, to the new generation, at most 5 times; that is not a retry of
-// a failed upgrade, none was tried for it. Reload never returns
-// ErrForwarded.
+// service answers that it was passed on (ErrForwarded), and if it reaches
+// one that has already handed over (it drains while a newer one serves),
+// that it was upgraded (ErrUpgraded): either way Reload sends it again, to
+// the serving generation, at most 5 times in all; that is not a retry of a
+// failed upgrade, none was tried for it. Reload never returns
+// ErrForwarded, and returns ErrUpgraded only if it never reached a
+// generation that could carry it out. (Before, a reload that met a
+// draining generation failed although the service had just upgraded:
+// measured with systemd 257, whose Type=notify-reload sends a SIGHUP
+// before running ExecReload=.)
 //
 // ctx bounds the whole wait, and its deadline goes with the request
 // (clamped to an hour from now; an hour from now when ctx has none), so
@@ -93,14 +99,24 @@ func (c Client) Reload(ctx context.Context, opts ...ReloadOption) error {
 		o.applyReload(&cfg)
 	}
 	req := ctlproto.Request{Verb: ctlproto.VerbReload, Hurry: cfg.hurry}
+	var resp ctlproto.Response
 	for range 1 + maxForwards {
-		resp, err := c.do(ctx, req)
-		if err != nil {
+		var err error
+		if resp, err = c.do(ctx, req); err != nil {
 			return err
 		}
-		if resp.Code == ctlproto.CodeForwarded {
+		switch resp.Code {
+		case ctlproto.CodeForwarded:
+			continue
+		case ctlproto.CodeUpgraded:
+			// A generation that has handed over: its upgrade is done,
+			// but it did not carry this request out (it came too late
+			// for it), so the serving generation must.
 			continue
 		}
+		return responseError(resp)
+	}
+	if resp.Code == ctlproto.CodeUpgraded {
 		return responseError(resp)
 	}
 	return fmt.Errorf("control: the reload was passed on to a newer generation %d times in a row without an outcome", 1+maxForwards)

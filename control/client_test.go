@@ -292,6 +292,39 @@ func TestStopReachesTheServingGeneration(t *testing.T) {
 	}
 }
 
+// TestReloadReachesTheServingGeneration: a reload that reaches a
+// generation that has handed over (its queue answers ErrUpgraded) is sent
+// again, and carried out by the serving one; it fails with ErrUpgraded
+// only if it never reaches one.
+func TestReloadReachesTheServingGeneration(t *testing.T) {
+	h := &fakeHandler{}
+	n := 0
+	h.reload = func(context.Context, bool) error {
+		if n++; n <= 2 {
+			return ErrUpgraded
+		}
+		return nil
+	}
+	ts := serve(t, h, nil)
+	if err := ts.client().Reload(timeout(t, 10*time.Second)); err != nil {
+		t.Fatalf("Reload = %v", err)
+	}
+	if r, _, _ := h.counts(); r != 3 {
+		t.Fatalf("%d requests reached the service; want 3 (2 to draining generations)", r)
+	}
+
+	h.mu.Lock()
+	h.reload = func(context.Context, bool) error { return ErrUpgraded }
+	h.reloads = 0
+	h.mu.Unlock()
+	if err := ts.client().Reload(timeout(t, 10*time.Second)); !errors.Is(err, ErrUpgraded) {
+		t.Fatalf("Reload, never reaching a serving generation = %v; want ErrUpgraded", err)
+	}
+	if r, _, _ := h.counts(); r != 1+maxForwards {
+		t.Fatalf("%d requests sent; want %d", r, 1+maxForwards)
+	}
+}
+
 func TestNoService(t *testing.T) {
 	sock := t.TempDir() + "/none.sock"
 	_, err := Client{Socket: sock}.Status(timeout(t, 10*time.Second))
