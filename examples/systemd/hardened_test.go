@@ -21,7 +21,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hitlessgo/hitless/internal/harness"
 	"github.com/hitlessgo/hitless/internal/loadgen"
 	"github.com/hitlessgo/hitless/internal/sdtest"
 )
@@ -54,7 +53,7 @@ const (
 	maxExposure = 2.0
 	// v2 is the version (X-Version) of the second binary the upgrades
 	// alternate with; examples/http says "dev" unless told otherwise.
-	v1, v2 = "dev", "hardened-v2"
+	v1, v2 = "dev", "v2"
 )
 
 // hardened is an installed instance of hitless-http-hardened.service.
@@ -64,13 +63,15 @@ type hardened struct {
 	port int    // privileged
 }
 
-// v2Binary builds examples/http once more, with another version.
-var v2Binary = sync.OnceValues(func() (string, error) {
-	out := filepath.Join(binDir, "hitless-http-"+v2)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	return out, harness.Build(ctx, "./examples/http", out, false, "-X main.version="+v2)
-})
+// v2Binary is examples/http built to answer X-Version: v2 (notify_test.go
+// builds it, once per test process).
+func v2Binary() (string, error) {
+	bins, err := versions()
+	if err != nil {
+		return "", err
+	}
+	return bins[1], nil
+}
 
 // installHardened installs the hardened unit with its binaries inside the
 // container and a free privileged port; edit, if not nil, changes the unit
