@@ -173,20 +173,6 @@ func (u *unit) hup() int {
 	return pid
 }
 
-// answer asks the service which process and version answered.
-func (u *unit) answer() (pid int, version string) {
-	u.t.Helper()
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := c.Get("http://" + u.addr + "/")
-	if err != nil {
-		u.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	io.Copy(io.Discard, resp.Body)
-	pid, _ = strconv.Atoi(resp.Header.Get("X-Pid"))
-	return pid, resp.Header.Get("X-Version")
-}
-
 // versionOf asks the service until process pid answers (for at most 2 s)
 // and returns which process answered first, and the version pid runs.
 func (u *unit) versionOf(pid int) (first int, version string) {

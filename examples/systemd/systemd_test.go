@@ -128,8 +128,8 @@ func (u *unit) prop(p string) string { return u.sd.Show(u.name+".service", p) }
 
 func (u *unit) mainPID() int { return u.sd.MainPID(u.name + ".service") }
 
-// servingPID asks the service which process answered.
-func (u *unit) servingPID() int {
+// answer asks the service which process and version answered.
+func (u *unit) answer() (pid int, version string) {
 	u.t.Helper()
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	resp, err := c.Get("http://" + u.addr + "/")
@@ -138,7 +138,14 @@ func (u *unit) servingPID() int {
 	}
 	defer resp.Body.Close()
 	io.Copy(io.Discard, resp.Body)
-	pid, _ := strconv.Atoi(resp.Header.Get("X-Pid"))
+	pid, _ = strconv.Atoi(resp.Header.Get("X-Pid"))
+	return pid, resp.Header.Get("X-Version")
+}
+
+// servingPID asks the service which process answered.
+func (u *unit) servingPID() int {
+	u.t.Helper()
+	pid, _ := u.answer()
 	return pid
 }
 
