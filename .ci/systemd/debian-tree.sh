@@ -52,7 +52,15 @@ tmp=$DIR.tmp
 rm -rf -- "$tmp"
 log "debootstrap $SUITE into $DIR from $mirror (~40 s)"
 t0=$SECONDS
-if ! debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$tmp" "$mirror" >"$DIR.log" 2>&1; then
+# A suite newer than this machine's debootstrap (forky, with systemd 258+,
+# on Debian 12) has no script of its own yet: those suites bootstrap as
+# sid does.
+script=()
+if [ ! -e "/usr/share/debootstrap/scripts/$SUITE" ]; then
+    script=(/usr/share/debootstrap/scripts/sid)
+    log "no debootstrap script for $SUITE here: using sid's"
+fi
+if ! debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$tmp" "$mirror" "${script[@]}" >"$DIR.log" 2>&1; then
     tail -20 "$DIR.log" >&2
     rm -rf -- "$tmp"
     die "debootstrap failed (whole log in $DIR.log)"
