@@ -579,7 +579,8 @@ func TestHardenedStopStartKeepsTheSocket(t *testing.T) {
 func testHardenedStopStartKeepsTheSocket(t *testing.T, sd *sdtest.Systemd) {
 	h := installHardened(t, sd, nil)
 	// Wanted by nothing, the unit is unloaded once stopped, and its store
-	// goes with it, whatever the version.
+	// goes with it, on 252 and 257. (Tried by hand on Debian forky's 262,
+	// not in CI: there it keeps the socket even so, and this check fails.)
 	h.mustCtl("start", h.name+".service")
 	h.mustCtl("stop", h.name+".service")
 	if stored, queue := h.prop("NFileDescriptorStore"), acceptQueue(h.addr); stored != "0" || queue != -1 {
