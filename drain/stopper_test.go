@@ -1,6 +1,7 @@
 package drain
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -226,15 +227,7 @@ func TestStopperServesConnectionAcceptedJustBefore(t *testing.T) {
 	// Long enough for Drain to reach GracefulStop if it did not wait.
 	time.Sleep(100 * time.Millisecond)
 	f.release()
-	var lines []string
-	for {
-		l, err := r.ReadString('\n')
-		if err != nil {
-			break
-		}
-		lines = append(lines, l)
-	}
-	if len(lines) != 2 || lines[0] != "hello\n" || lines[1] != "goaway\n" {
+	if lines := readLines(r); len(lines) != 2 || lines[0] != "hello\n" || lines[1] != "goaway\n" {
 		t.Errorf("client read %q, want hello, goaway: its connection was closed unanswered", lines)
 	}
 	got := <-done
@@ -369,18 +362,22 @@ func TestStopperWaitsForAcceptInProgress(t *testing.T) {
 	// Long enough for Drain to reach GracefulStop if it did not wait.
 	time.Sleep(100 * time.Millisecond)
 	close(slow.gate)
-	var lines []string
-	for {
-		l, err := r.ReadString('\n')
-		if err != nil {
-			break
-		}
-		lines = append(lines, l)
-	}
-	if len(lines) != 2 || lines[0] != "hello\n" || lines[1] != "goaway\n" {
+	if lines := readLines(r); len(lines) != 2 || lines[0] != "hello\n" || lines[1] != "goaway\n" {
 		t.Errorf("client read %q, want hello, goaway: its connection was closed unanswered", lines)
 	}
 	if got := <-done; got.err != nil || got.r.Ended != 1 {
 		t.Fatalf("Drain = %v, %v", got.r, got.err)
+	}
+}
+
+// readLines reads lines from r until the connection ends.
+func readLines(r *bufio.Reader) []string {
+	var lines []string
+	for {
+		l, err := r.ReadString('\n')
+		if err != nil {
+			return lines
+		}
+		lines = append(lines, l)
 	}
 }

@@ -6,10 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -169,17 +167,7 @@ func (h *hardened) upgradeTo(v string) {
 }
 
 // answer asks the service which process and version answered.
-func (h *hardened) answer() (pid int, version string, err error) {
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := c.Get("http://" + h.addr + "/")
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	io.Copy(io.Discard, resp.Body)
-	pid, _ = strconv.Atoi(resp.Header.Get("X-Pid"))
-	return pid, resp.Header.Get("X-Version"), nil
-}
+func (h *hardened) answer() (pid int, version string, err error) { return ask(h.addr) }
 
 // uid is the unit's dynamic user, while it runs.
 func (h *hardened) uid() string {
@@ -287,26 +275,6 @@ func freePrivilegedPort(t *testing.T) int {
 	}
 	t.Fatal("no free port in 600..1019 on 127.0.0.1")
 	return 0
-}
-
-// inflight sends n requests that take 2 s each and returns their outcomes.
-func inflight(addr string, n int) <-chan error {
-	errs := make(chan error, n)
-	for range n {
-		go func() {
-			c := &http.Client{Timeout: 30 * time.Second}
-			resp, err := c.Get("http://" + addr + "/?sleep=2s")
-			if err == nil {
-				_, err = io.Copy(io.Discard, resp.Body)
-				if err == nil && resp.StatusCode != 200 {
-					err = fmt.Errorf("status %d", resp.StatusCode)
-				}
-				resp.Body.Close()
-			}
-			errs <- err
-		}()
-	}
-	return errs
 }
 
 // TestHardenedReloadAndStopUnderLoad: under keep-alive, new-connection and

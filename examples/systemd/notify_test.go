@@ -7,8 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -636,25 +634,14 @@ func testNotifyAccess(t *testing.T, sd *sdtest.Systemd) {
 		if o := u.reload(); o.code != 0 {
 			t.Fatalf("reload: exit %d", o.code)
 		}
-		inflight := make(chan error, 3)
-		for range 3 {
-			go func() {
-				c := &http.Client{Timeout: 30 * time.Second}
-				resp, err := c.Get("http://" + u.addr + "/?sleep=2s")
-				if err == nil {
-					_, err = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-				inflight <- err
-			}()
-		}
+		slow := inflight(u.addr, 3)
 		time.Sleep(300 * time.Millisecond)
 		begin := time.Now()
 		u.mustCtl("stop", unitName)
 		took := time.Since(begin)
 		failed := 0
 		for range 3 {
-			if err := <-inflight; err != nil {
+			if err := <-slow; err != nil {
 				failed++
 			}
 		}
@@ -749,15 +736,7 @@ func testStatus(t *testing.T, sd *sdtest.Systemd) {
 	}
 	agree("after a failed upgrade", 4, true)
 
-	inflight := make(chan error, 1)
-	go func() {
-		c := &http.Client{Timeout: 30 * time.Second}
-		resp, err := c.Get("http://" + u.addr + "/?sleep=2s")
-		if err == nil {
-			resp.Body.Close()
-		}
-		inflight <- err
-	}()
+	slow := inflight(u.addr, 1)
 	time.Sleep(300 * time.Millisecond)
 	main := u.mainPID()
 	u.mustCtl("stop", "--no-block", unitName)
@@ -783,7 +762,7 @@ func testStatus(t *testing.T, sd *sdtest.Systemd) {
 	if seen == 0 {
 		t.Errorf("never saw the unit stopping")
 	}
-	if err := <-inflight; err != nil {
+	if err := <-slow; err != nil {
 		t.Errorf("request in flight at stop: %v", err)
 	}
 	if err := sd.WaitProp(unitName, "ActiveState", "inactive", 30*time.Second); err != nil {

@@ -128,18 +128,48 @@ func (u *unit) prop(p string) string { return u.sd.Show(u.name+".service", p) }
 
 func (u *unit) mainPID() int { return u.sd.MainPID(u.name + ".service") }
 
-// answer asks the service which process and version answered.
-func (u *unit) answer() (pid int, version string) {
-	u.t.Helper()
+// ask asks the service at addr, on a connection of its own, which
+// process (X-Pid) and version (X-Version) answered.
+func ask(addr string) (pid int, version string, err error) {
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := c.Get("http://" + u.addr + "/")
+	resp, err := c.Get("http://" + addr + "/")
 	if err != nil {
-		u.t.Fatal(err)
+		return 0, "", err
 	}
 	defer resp.Body.Close()
 	io.Copy(io.Discard, resp.Body)
 	pid, _ = strconv.Atoi(resp.Header.Get("X-Pid"))
-	return pid, resp.Header.Get("X-Version")
+	return pid, resp.Header.Get("X-Version"), nil
+}
+
+// answer asks the service which process and version answered.
+func (u *unit) answer() (pid int, version string) {
+	u.t.Helper()
+	pid, version, err := ask(u.addr)
+	if err != nil {
+		u.t.Fatal(err)
+	}
+	return pid, version
+}
+
+// inflight sends n requests that take 2 s each and returns their outcomes.
+func inflight(addr string, n int) <-chan error {
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			c := &http.Client{Timeout: 30 * time.Second}
+			resp, err := c.Get("http://" + addr + "/?sleep=2s")
+			if err == nil {
+				_, err = io.Copy(io.Discard, resp.Body)
+				if err == nil && resp.StatusCode != 200 {
+					err = fmt.Errorf("status %d", resp.StatusCode)
+				}
+				resp.Body.Close()
+			}
+			errs <- err
+		}()
+	}
+	return errs
 }
 
 // servingPID asks the service which process answered.
@@ -222,25 +252,11 @@ func testReloadAndStopUnderLoad(t *testing.T, sd *sdtest.Systemd) {
 	// Stop after those upgrades, with slow requests in flight: they
 	// finish, and the unit ends inactive, not failed (systemd 252 would
 	// SIGKILL the new main process without ExecStop=).
-	inflight := make(chan error, 3)
-	for range 3 {
-		go func() {
-			c := &http.Client{Timeout: 30 * time.Second}
-			resp, err := c.Get("http://" + u.addr + "/?sleep=2s")
-			if err == nil {
-				_, err = io.Copy(io.Discard, resp.Body)
-				if err == nil && resp.StatusCode != 200 {
-					err = fmt.Errorf("status %d", resp.StatusCode)
-				}
-				resp.Body.Close()
-			}
-			inflight <- err
-		}()
-	}
+	slow := inflight(u.addr, 3)
 	time.Sleep(300 * time.Millisecond)
 	u.mustCtl("stop", u.name+".service")
 	for range 3 {
-		if err := <-inflight; err != nil {
+		if err := <-slow; err != nil {
 			t.Errorf("request in flight at stop: %v", err)
 		}
 	}
@@ -261,8 +277,7 @@ func testFailedReloadKeepsTheUnitActive(t *testing.T, sd *sdtest.Systemd) {
 	main := u.mainPID()
 	stop := load(t, u.addr, keepAlive, newConn)
 	time.Sleep(200 * time.Millisecond)
-	os.WriteFile(u.bin+".new", []byte("#!/bin/sh\n[ \"$1\" = -check ] && exit 0\necho 'cannot open the database' >&2\nexit 3\n"), 0o755)
-	os.Rename(u.bin+".new", u.bin)
+	u.putBroken()
 	out, err := u.ctl("reload", u.name+".service")
 	if err == nil {
 		t.Fatalf("systemctl reload succeeded with a binary that exits 3: %s", out)
