@@ -18,6 +18,11 @@
 //   - [Listener]: a tracking listener for raw TCP (or unix) protocols.
 //   - [Stopper]: anything with GracefulStop and Stop, such as a gRPC server,
 //     without this module depending on it.
+//   - [Packet]: a datagram server (UDP, unixgram) sharing its socket with
+//     the next generation: it stops reading without closing, lets the
+//     handlers of the datagrams it read answer, then closes; it runs the
+//     handlers itself or drains a library that reads it, such as
+//     github.com/miekg/dns.
 //
 // Long-lived work (a stream, a WebSocket, a raw connection) cannot be
 // drained by waiting alone: each drainer has a WrapUp channel, closed when

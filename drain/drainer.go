@@ -22,7 +22,8 @@ type Report struct {
 	// Name names the drained server, for logs.
 	Name string
 	// Open is the number of connections open when the drain began, plus
-	// those accepted while it stopped accepting.
+	// those accepted while it stopped accepting. For a datagram server
+	// ([Packet]), Open, Ended and Cut count handlers instead.
 	Open int
 	// Ended is the number of connections that ended gracefully: the client
 	// closed them, they were closed after a response or message that said
@@ -37,6 +38,12 @@ type Report struct {
 	// LastEnded is how long after the start of the drain the last
 	// connection that ended gracefully ended; zero if none did.
 	LastEnded time.Duration
+	// Datagrams is, for a datagram server ([Packet]), the number of
+	// datagrams read over the server's life.
+	Datagrams int
+	// Answers is, for a datagram server, the number of datagrams written
+	// (answers sent) over the server's life.
+	Answers int
 	// Servers holds, for a Group, the report of each of its drainers in
 	// the order they were added; its counts are the sums of theirs.
 	Servers []Report
@@ -48,6 +55,11 @@ func (r Report) String() string {
 	fmt.Fprintf(&b, "%s: open=%d ended=%d cut=%d took=%v", r.Name, r.Open, r.Ended, r.Cut, r.Duration.Round(time.Millisecond))
 	if r.Ended > 0 {
 		fmt.Fprintf(&b, " last-ended=%v", r.LastEnded.Round(time.Millisecond))
+	}
+	// Only for datagram servers, so that the line of any other server
+	// reads as it always has.
+	if r.Datagrams > 0 || r.Answers > 0 {
+		fmt.Fprintf(&b, " datagrams=%d answers=%d", r.Datagrams, r.Answers)
 	}
 	for _, s := range r.Servers {
 		b.WriteString(" [")
@@ -66,6 +78,9 @@ func (r Report) LogValue() slog.Value {
 		slog.Int("cut", r.Cut),
 		slog.Duration("took", r.Duration),
 		slog.Duration("last_ended", r.LastEnded),
+	}
+	if r.Datagrams > 0 || r.Answers > 0 {
+		attrs = append(attrs, slog.Int("datagrams", r.Datagrams), slog.Int("answers", r.Answers))
 	}
 	for _, s := range r.Servers {
 		attrs = append(attrs, slog.Any(s.Name, s))

@@ -61,3 +61,20 @@ func ExampleWrapUp() {
 	}
 	_ = handler
 }
+
+// A UDP echo server that drains during an upgrade: the next generation
+// reads the same socket, so Drain stops reading without closing it and
+// closes it once every datagram read has been answered.
+func ExamplePacket() {
+	conn, _ := net.ListenPacket("udp", "127.0.0.1:0") // in a real server: upgrade.ListenPacket
+	p := &drain.Packet{Conn: conn, Name: "echo", Handler: func(c net.PacketConn, b []byte, from net.Addr) {
+		c.WriteTo(b, from) // through the Packet, so that answers are counted
+	}}
+	go p.Serve() // returns nil once Drain has stopped reading
+
+	// Later, once the next generation is ready:
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	report, err := p.Drain(ctx)
+	slog.Info("drained", "report", report, "err", err)
+}

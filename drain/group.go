@@ -114,6 +114,8 @@ func (g *Group) Drain(ctx context.Context) (Report, error) {
 		r.Open += s.Open
 		r.Ended += s.Ended
 		r.Cut += s.Cut
+		r.Datagrams += s.Datagrams
+		r.Answers += s.Answers
 		if s.Ended > 0 {
 			r.LastEnded = max(r.LastEnded, phase+s.LastEnded)
 		}

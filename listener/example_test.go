@@ -25,3 +25,22 @@ func ExampleSet() {
 	// bound tcp
 	// listener "admin" (tcp nonsense): address nonsense: missing port in address
 }
+
+// Datagram sockets share the names of listeners: "dns" is one or the
+// other.
+func ExampleSet_ListenPacket() {
+	var set listener.Set
+	defer set.Close()
+	pc, err := set.ListenPacket(context.Background(), "dns", "udp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(set.Source("dns"), pc.LocalAddr().Network())
+
+	_, err = set.Listen(context.Background(), "dns", "tcp", "127.0.0.1:0")
+	fmt.Println(err)
+	// Output:
+	// bound udp
+	// listener "dns" (tcp 127.0.0.1:0): listener: name already in use in this set
+}

@@ -28,18 +28,29 @@ func listen(t *testing.T, s *Set, name, network, addr string) net.Listener {
 }
 
 // fakeHandoff plays the previous generation: it hands over duplicates of the
-// listeners recorded with AddListener, as tableflip does across exec.
-type fakeHandoff struct{ files map[string]*os.File }
+// sockets recorded with AddListener and AddPacketConn, as tableflip does
+// across exec, keeping listeners and datagram sockets apart as it does.
+type fakeHandoff struct{ files, packets map[string]*os.File }
+
+type filer interface{ File() (*os.File, error) }
 
 func (h *fakeHandoff) AddListener(name string, ln net.Listener) error {
-	f, err := ln.(interface{ File() (*os.File, error) }).File()
+	return h.add(&h.files, name, ln)
+}
+
+func (h *fakeHandoff) AddPacketConn(name string, pc net.PacketConn) error {
+	return h.add(&h.packets, name, pc)
+}
+
+func (h *fakeHandoff) add(m *map[string]*os.File, name string, c any) error {
+	f, err := c.(filer).File()
 	if err != nil {
 		return err
 	}
-	if h.files == nil {
-		h.files = map[string]*os.File{}
+	if *m == nil {
+		*m = map[string]*os.File{}
 	}
-	h.files[name] = f
+	(*m)[name] = f
 	return nil
 }
 
@@ -49,6 +60,14 @@ func (h *fakeHandoff) Listener(name string) (net.Listener, error) {
 		return nil, nil
 	}
 	return net.FileListener(f)
+}
+
+func (h *fakeHandoff) PacketConn(name string) (net.PacketConn, error) {
+	f := h.packets[name]
+	if f == nil {
+		return nil, nil
+	}
+	return net.FilePacketConn(f)
 }
 
 func TestBadInput(t *testing.T) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"syscall"
 	"time"
@@ -126,10 +125,11 @@ func (s systemd) extendStop(deadline time.Time) func(next time.Duration) {
 	}
 }
 
-// store puts the listeners in systemd's fd store under their names, after
-// removing the names it no longer needs (removal goes by name, so a name
-// still in use is stored again right after).
-func (s systemd) store(listeners map[string]net.Listener, unused []string) {
+// store puts the sockets (listeners and datagram sockets) in systemd's fd
+// store under their names, after removing the names it no longer needs
+// (removal goes by name, so a name still in use is stored again right
+// after).
+func (s systemd) store(sockets map[string]syscall.Conn, unused []string) {
 	if !s.on() {
 		return
 	}
@@ -142,12 +142,8 @@ func (s systemd) store(listeners map[string]net.Listener, unused []string) {
 			s.log.Warn("removing a socket from systemd's store", "name", name, "err", err)
 		}
 	}
-	for name, ln := range listeners {
-		sc, ok := ln.(syscall.Conn)
+	for name, sc := range sockets {
 		line, err := readiness.FDName(name)
-		if err == nil && !ok {
-			err = fmt.Errorf("%T has no descriptor", ln)
-		}
 		if err == nil {
 			_, err = readiness.NotifyWithFiles([]syscall.Conn{sc}, readiness.FDStore, line)
 		}

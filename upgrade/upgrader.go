@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hitlessgo/hitless/control"
@@ -31,7 +32,7 @@ type Upgrader struct {
 	systemd   map[string][]*os.File // what systemd passed; Listen takes from it
 
 	lnMu  sync.Mutex
-	named map[string]net.Listener // by name, as bound, for the fd store
+	named map[string]syscall.Conn // the sockets by name, as bound, for the fd store
 
 	readyOnce sync.Once
 	readyErr  error
@@ -80,7 +81,7 @@ func New(opts Options) (*Upgrader, error) {
 	}
 	u := &Upgrader{
 		opts: opts, log: log, h: h, sd: systemd{log: log},
-		named:     make(map[string]net.Listener),
+		named:     make(map[string]syscall.Conn),
 		readyC:    make(chan struct{}),
 		readyDone: make(chan struct{}),
 		exit:      make(chan struct{}),
@@ -130,16 +131,28 @@ func New(opts Options) (*Upgrader, error) {
 // readiness check, Options.ReadyCheck, has passed), so that a generation
 // that fails before that never takes a connection (they wait in the
 // socket's queue meanwhile). Serve it before calling Ready, but do not
-// make the readiness check wait on a connection to it.
+// make the readiness check wait on a connection to it. For datagram
+// sockets, see ListenPacket.
 func (u *Upgrader) Listen(ctx context.Context, name, network, addr string) (net.Listener, error) {
 	ln, err := u.listeners.Listen(ctx, name, network, addr)
 	if err != nil {
 		return nil, err
 	}
-	u.lnMu.Lock()
-	u.named[name] = ln
-	u.lnMu.Unlock()
+	u.record(name, ln)
 	return &gatedListener{Listener: ln, ready: u.readyC, closed: make(chan struct{})}, nil
+}
+
+// record keeps the socket named name for the fd store. Every socket a
+// listener.Set provides has a descriptor.
+func (u *Upgrader) record(name string, c any) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		u.log.Warn("cannot put a socket in systemd's store: it has no descriptor", "name", name, "type", fmt.Sprintf("%T", c))
+		return
+	}
+	u.lnMu.Lock()
+	u.named[name] = sc
+	u.lnMu.Unlock()
 }
 
 // Ready reports that this generation serves: it writes the PID file, tells
@@ -207,14 +220,15 @@ func (u *Upgrader) becomeReady(ctx context.Context) error {
 }
 
 // storeListeners closes the sockets systemd passed that nobody listens on,
-// and, with Options.FDStore, puts the listeners in systemd's store.
+// and, with Options.FDStore, puts the listeners and datagram sockets in
+// systemd's store.
 func (u *Upgrader) storeListeners() {
 	unused := u.closeSystemdSockets()
 	if !u.opts.FDStore {
 		return
 	}
 	u.lnMu.Lock()
-	named := make(map[string]net.Listener, len(u.named))
+	named := make(map[string]syscall.Conn, len(u.named))
 	for k, v := range u.named {
 		if k != controlListenerName {
 			named[k] = v
