@@ -6,9 +6,12 @@
 //
 // One [Upgrader] per process runs the life of one generation:
 //
-//  1. [New] takes over the listening sockets the previous generation handed
-//     down (none on a cold start); [Upgrader.Listen] returns each by its
-//     logical name, inherited or freshly bound.
+//  1. [New] takes over the sockets the previous generation handed down
+//     (none on a cold start); [Upgrader.Listen] (stream sockets) and
+//     [Upgrader.ListenPacket] (UDP and unixgram) return each by its logical
+//     name, inherited, from systemd, or freshly bound. Files and state the
+//     previous generation offered are taken by name with [Upgrader.File]
+//     and [Upgrader.State].
 //  2. The application starts serving, then [Upgrader.Ready] (or
 //     [Upgrader.Run], which calls it) writes the PID file and tells the
 //     previous generation, which stops accepting and drains, and systemd.
@@ -22,9 +25,11 @@
 //     drains this generation's servers (see package drain), releases
 //     everything and returns; main returns and the process exits.
 //
-// The listening sockets are shared by both generations during the overlap,
-// so connections queued on them are accepted by whichever is accepting; the
-// old generation stops accepting only after the new one is ready.
+// The sockets are shared by both generations during the overlap, so
+// connections queued on them are accepted, and datagrams read, by whichever
+// is accepting or reading; the old generation stops only after the new one
+// is ready, and a generation that is not ready yet neither accepts nor
+// reads.
 //
 // The mechanics live below this package: internal/handoff starts the next
 // generation and talks to it (its PID, its stderr while it starts, whether

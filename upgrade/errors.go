@@ -30,6 +30,19 @@ var (
 	ErrChildFailed = control.ErrChildFailed
 	// ErrBackoff matches every *BackoffError.
 	ErrBackoff = control.ErrBackoff
+	// ErrNotHandedOver is returned by File and State when the previous
+	// generation handed nothing over under the name (or there is no
+	// previous generation, or the name was taken already, or Ready has
+	// closed what was not taken); the error says which.
+	ErrNotHandedOver = handoff.ErrNotHandedOver
+	// ErrNameTaken is returned by OfferFile and OfferState for a name
+	// already offered (files and states share one namespace).
+	ErrNameTaken = handoff.ErrNameTaken
+	// ErrStateTooLarge matches a state over Options.StateLimit: the
+	// upgrade that took the snapshot fails with it (in its ChildError),
+	// and State in the new generation returns it, before reading a byte,
+	// when its own limit is lower.
+	ErrStateTooLarge = errors.New("state over the size limit")
 )
 
 // ChildError says why a new generation did not take over; see

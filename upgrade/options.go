@@ -15,6 +15,9 @@ const (
 	DefaultCrashLoopAfter = 3
 	// DefaultCrashLoopBackoff is the first back-off period.
 	DefaultCrashLoopBackoff = 10 * time.Second
+	// DefaultStateLimit bounds a state handed to the next generation
+	// (OfferState), in bytes.
+	DefaultStateLimit = 16 << 20
 )
 
 // Options configure an Upgrader. The zero value is usable.
@@ -74,6 +77,11 @@ type Options struct {
 	// store. Sockets systemd passes (socket activation or the store) are
 	// used in any case.
 	FDStore bool
+	// StateLimit bounds each state handed over (OfferState), in bytes: a
+	// snapshot larger than the limit fails the upgrade, and State refuses
+	// a state larger than its generation's limit before reading it. Zero
+	// or negative means DefaultStateLimit.
+	StateLimit int
 }
 
 // Probation makes a new generation serve alongside the old one for a while
@@ -117,6 +125,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.CrashLoop.Backoff <= 0 {
 		o.CrashLoop.Backoff = DefaultCrashLoopBackoff
+	}
+	if o.StateLimit <= 0 {
+		o.StateLimit = DefaultStateLimit
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

@@ -18,17 +18,29 @@
 // hands one end to the new generation under the name sideName. Messages
 // are one JSON object per datagram:
 //
-//	old → new   {"v":1,"min":0,"gen":N}      first, before the new process runs
-//	new → old   {"v":1,"pid":P,"gen":N}      in New, with the read end of the
-//	                                         new generation's stderr pipe attached
-//	new → old   {"v":1,"pid":P,"err":"…"}    instead, when it cannot take over
-//	new → old   {"hurry":true}               cut your drain short (upgrade waiting)
-//	old → new   {"upgrade":true}             a request arrived while you started: carry it out
+//	old → new   {"v":2,"min":0,"gen":N,"offers":K}  first, before the new process runs
+//	old → new   {"file":"name"}                     K of these and the next kind, right after
+//	                                                the hello, each with the file attached
+//	old → new   {"state":"name","size":S}           with a memfd of S bytes attached (an
+//	                                                unlinked temporary file without memfd)
+//	new → old   {"v":2,"pid":P,"gen":N}             in New, with the read end of the
+//	                                                new generation's stderr pipe attached
+//	new → old   {"v":2,"pid":P,"err":"…"}           instead, when it cannot take over
+//	new → old   {"hurry":true}                      cut your drain short (upgrade waiting)
+//	old → new   {"upgrade":true}                    a request arrived while you started: carry it out
 //
 // The new generation decides whether the two versions can work together
 // (it knows both); a generation of hitless older than the side channel
 // (version 0) sends nothing, and is accepted: it inherits the sockets under
 // the same names.
+//
+// Version 2 added "offers" and the file and state messages (handover.go).
+// A version 1 child ignores them: its reader after the hello acts only on
+// "upgrade", and the descriptors it drops are closed by their finalizers,
+// at its next collection (the Go runtime collects at least every two
+// minutes).
+// A version 1 parent sends no "offers": its child is handed nothing, and
+// says so (ErrNotHandedOver) when asked.
 package handoff
 
 import (
@@ -53,7 +65,7 @@ import (
 // one it works with. Raise Version when what passes between generations
 // changes; raise minPeer only when an older peer can no longer be served.
 var (
-	Version = 1
+	Version = 2
 	minPeer = 0
 )
 
@@ -134,6 +146,8 @@ type Handoff struct {
 	hurried   chan struct{} // a newer generation asked us to cut our drain short
 	forwarded chan struct{} // our parent passed an upgrade request on
 
+	ho handover // files and state, to the next generation and from the previous one
+
 	mu      sync.Mutex
 	child   *link      // to the generation we started, once it is ready
 	relays  []*os.File // read ends of new generations' stderr pipes, closed at Close
@@ -191,6 +205,7 @@ func New(opts Options) (*Handoff, error) {
 	// (one holding fd 3 could even say "ready" for us).
 	closeOnExec(3)
 	closeOnExec(4)
+	h.ho.hasParent = true
 	if err := h.greetParent(); err != nil {
 		tf.Stop()
 		h.Close()
@@ -247,6 +262,7 @@ func (h *Handoff) greetParent() error {
 	if hello.Generation > 0 {
 		h.generation = hello.Generation
 	}
+	h.ho.peer = hello.Version
 	me := message{Version: Version, PID: os.Getpid(), Generation: h.generation}
 	if hello.Version < minPeer || Version < hello.Min {
 		err := fmt.Errorf("handoff: %w %d/%d: the running generation speaks version %d (and needs at least %d), this binary %d (and needs at least %d)",
@@ -260,13 +276,20 @@ func (h *Handoff) greetParent() error {
 		// Without the capture the parent cannot quote our last words;
 		// everything still reaches the service's stderr.
 		h.log.Warn("cannot pass stderr through the previous generation", "err", err)
-		return l.write(me, nil)
+	} else {
+		h.savedStderr = saved
 	}
-	h.savedStderr = saved
 	err = l.write(me, r)
-	r.Close()
+	if r != nil {
+		r.Close()
+	}
 	if err != nil {
 		return fmt.Errorf("handoff: answering the previous generation: %w", err)
+	}
+	// After our hello, so that an error here reaches the parent through
+	// the stderr pipe; before the reader below, which would take them.
+	if err := h.receive(l, hello.Offers); err != nil {
+		return err
 	}
 	h.wg.Add(1)
 	go h.listenParent(l)
@@ -338,8 +361,10 @@ func (h *Handoff) AddListener(name string, ln net.Listener) error {
 }
 
 // Ready tells the previous generation that this one serves (it then stops
-// accepting and drains), after putting the real stderr back on fd 2.
+// accepting and drains), after putting the real stderr back on fd 2 and
+// closing what the previous generation handed over and nobody took.
 func (h *Handoff) Ready() error {
+	h.closeUntaken()
 	if h.savedStderr != nil {
 		if err := restoreStderr(h.savedStderr); err != nil {
 			h.log.Warn("restoring stderr", "err", err)
@@ -407,8 +432,9 @@ func (h *Handoff) Stop() {
 }
 
 // Close stops (see Stop) and releases what the handoff holds: the links to
-// both neighbours and the goroutines that read them. The listeners stay
-// open (their owner closes them).
+// both neighbours and the goroutines that read them, the copies of offered
+// files, and what the previous generation handed over and nobody took. The
+// listeners stay open (their owner closes them).
 func (h *Handoff) Close() {
 	h.Stop()
 	h.mu.Lock()
@@ -425,6 +451,7 @@ func (h *Handoff) Close() {
 		c.close()
 	}
 	h.wg.Wait()
+	h.closeHandover()
 	if h.savedStderr != nil {
 		h.savedStderr.Close()
 	}
@@ -447,12 +474,24 @@ func (h *Handoff) Start() (Child, error) {
 		return Child{}, control.ErrStopped
 	}
 	h.mu.Unlock()
+	// The state is taken as late as can be, and a failure to take it
+	// fails the upgrade before anything is started.
+	out, err := h.prepare()
+	if err != nil {
+		return Child{}, &control.ChildError{Reason: control.ReasonStartFailed, Err: err}
+	}
 	l, peer, err := newLinkPair()
 	if err != nil {
+		closeOwn(out)
 		return Child{}, &control.ChildError{Reason: control.ReasonStartFailed, Err: fmt.Errorf("side channel: %w", err)}
 	}
 	defer peer.Close()
-	if err := l.write(message{Version: Version, Min: minPeer, Generation: h.generation + 1}, nil); err != nil {
+	if err := l.write(message{Version: Version, Min: minPeer, Generation: h.generation + 1, Offers: len(out)}, nil); err != nil {
+		closeOwn(out)
+		l.close()
+		return Child{}, &control.ChildError{Reason: control.ReasonStartFailed, Err: fmt.Errorf("side channel: %w", err)}
+	}
+	if err := l.send(out); err != nil {
 		l.close()
 		return Child{}, &control.ChildError{Reason: control.ReasonStartFailed, Err: fmt.Errorf("side channel: %w", err)}
 	}

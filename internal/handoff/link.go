@@ -19,6 +19,11 @@ type message struct {
 	Failed     string `json:"failed,omitempty"` // later: why it will not become ready
 	Hurry      bool   `json:"hurry,omitempty"`
 	Upgrade    bool   `json:"upgrade,omitempty"`
+	// Version 2: what the old generation hands over (handover.go).
+	Offers int    `json:"offers,omitempty"` // in a hello: how many file and state messages follow it
+	File   string `json:"file,omitempty"`   // the name of the file attached
+	State  string `json:"state,omitempty"`  // the name of the state whose bytes are in the file attached
+	Size   int64  `json:"size,omitempty"`   // of that state
 }
 
 // maxMessage bounds a datagram; ours are far smaller.
@@ -83,15 +88,28 @@ func (l *link) read() (message, *os.File, error) {
 	if err != nil {
 		return message{}, nil, err
 	}
-	f, ferr := parseRights(oob[:oobn])
 	var m message
-	if err := json.Unmarshal(buf[:n], &m); err != nil {
+	jerr := json.Unmarshal(buf[:n], &m)
+	f, ferr := parseRights(oob[:oobn], attachedName(m))
+	if jerr != nil {
 		if f != nil {
 			f.Close()
 		}
-		return message{}, nil, fmt.Errorf("malformed side-channel message: %w", err)
+		return message{}, nil, fmt.Errorf("malformed side-channel message: %w", jerr)
 	}
 	return m, f, errors.Join(ferr)
+}
+
+// attachedName names the file that comes with m (what os.File.Name and
+// errors about it say).
+func attachedName(m message) string {
+	switch {
+	case m.File != "":
+		return m.File
+	case m.State != "":
+		return "state " + m.State
+	}
+	return "hitless-stderr"
 }
 
 func (l *link) close() { l.conn.Close() }

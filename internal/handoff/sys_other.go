@@ -10,12 +10,13 @@ import (
 
 var errUnsupported = errors.New("not supported on this platform")
 
-func closeOnExec(int)                            {}
-func readable(int, time.Duration) bool           { return true }
-func checkExecutable(string) error               { return nil }
-func lookPath(file string) (string, error)       { return "", errUnsupported }
-func socketpair() (*os.File, *os.File, error)    { return nil, nil, errUnsupported }
-func rights(*os.File) []byte                     { return nil }
-func parseRights([]byte) (*os.File, error)       { return nil, nil }
-func captureStderr() (*os.File, *os.File, error) { return nil, nil, errUnsupported }
-func restoreStderr(*os.File) error               { return errUnsupported }
+func closeOnExec(int)                              {}
+func readable(int, time.Duration) bool             { return true }
+func checkExecutable(string) error                 { return nil }
+func lookPath(file string) (string, error)         { return "", errUnsupported }
+func socketpair() (*os.File, *os.File, error)      { return nil, nil, errUnsupported }
+func rights(*os.File) []byte                       { return nil }
+func parseRights([]byte, string) (*os.File, error) { return nil, nil }
+func captureStderr() (*os.File, *os.File, error)   { return nil, nil, errUnsupported }
+func restoreStderr(*os.File) error                 { return errUnsupported }
+func dupFile(*os.File) (*os.File, error)           { return nil, errUnsupported }

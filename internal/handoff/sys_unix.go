@@ -57,8 +57,8 @@ func rights(f *os.File) []byte {
 }
 
 // parseRights returns the first descriptor attached to a message (closing
-// any others), or nil.
-func parseRights(oob []byte) (*os.File, error) {
+// any others) as a file called name, or nil.
+func parseRights(oob []byte, name string) (*os.File, error) {
 	if len(oob) == 0 {
 		return nil, nil
 	}
@@ -75,7 +75,7 @@ func parseRights(oob []byte) (*os.File, error) {
 		for _, fd := range fds {
 			unix.CloseOnExec(fd)
 			if f == nil {
-				f = os.NewFile(uintptr(fd), "hitless-stderr")
+				f = os.NewFile(uintptr(fd), name)
 			} else {
 				unix.Close(fd)
 			}
@@ -124,4 +124,25 @@ func ctl(f *os.File, fn func(fd int)) {
 		return
 	}
 	raw.Control(func(fd uintptr) { fn(int(fd)) })
+}
+
+// dupFile returns a copy of f's descriptor, closed on exec like every
+// descriptor of ours (it reaches a new generation only attached to a
+// side-channel message).
+func dupFile(f *os.File) (*os.File, error) {
+	raw, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var (
+		fd   int
+		derr error
+	)
+	if err := raw.Control(func(d uintptr) { fd, derr = unix.FcntlInt(d, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, os.NewSyscallError("dup", derr)
+	}
+	return os.NewFile(uintptr(fd), f.Name()), nil
 }
