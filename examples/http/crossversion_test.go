@@ -31,11 +31,21 @@ import (
 	"github.com/hitlessgo/hitless/internal/loadgen"
 )
 
-// defaultPreviousRelease is the last commit before handoff version 1: no
-// side channel, listeners under tableflip key ("hitless", name), the
-// generation in HITLESS_GENERATION, the real stderr as "hitless.stderr".
-// HITLESS_PREVIOUS_RELEASE overrides it.
-const defaultPreviousRelease = "372a6c3"
+// defaultPreviousReleases are the releases a generation of this tree must
+// upgrade from and roll back to: the last release, v0.2.0 (handoff version
+// 1: the side channel, without files and state), and 372a6c3, the last
+// commit before handoff version 1 (no side channel, listeners under
+// tableflip key ("hitless", name), the generation in HITLESS_GENERATION,
+// the real stderr as "hitless.stderr"). HITLESS_PREVIOUS_RELEASE names one
+// other commit to test against instead.
+var defaultPreviousReleases = []string{"v0.2.0", "372a6c3"}
+
+func previousReleases() []string {
+	if c := os.Getenv("HITLESS_PREVIOUS_RELEASE"); c != "" {
+		return []string{c}
+	}
+	return defaultPreviousReleases
+}
 
 // crossUpgradeTimeout is the -upgrade-timeout the servers get: short, so
 // that a new generation that cannot take over fails the test quickly, and
@@ -46,7 +56,7 @@ const crossUpgradeTimeout = "10s"
 // upgrade timeout, the pre-flight check and a generous margin.
 const crossReloadTimeout = "30s"
 
-// TestUpgradeAcrossReleases upgrades the previous release into this one and
+// TestUpgradeAcrossReleases upgrades each previous release into this one and
 // this one into the previous release (a rollback), each time under
 // keep-alive and new-connection load, continues the chain with a second
 // upgrade, and drives the control socket with this tree's cmd/hitless
@@ -55,7 +65,13 @@ const crossReloadTimeout = "30s"
 // Without git or the previous release's commit (a shallow clone) it skips,
 // unless HITLESS_REQUIRE_CROSSVERSION=1 (CI), which makes it fail.
 func TestUpgradeAcrossReleases(t *testing.T) {
-	prevSrc := previousReleaseTree(t)
+	for _, commit := range previousReleases() {
+		t.Run(commit, func(t *testing.T) { upgradeAcrossReleases(t, commit) })
+	}
+}
+
+func upgradeAcrossReleases(t *testing.T, commit string) {
+	prevSrc := previousReleaseTree(t, commit)
 	dir := t.TempDir()
 	bins := map[string]string{
 		"old": filepath.Join(dir, "http-old"),
@@ -261,15 +277,11 @@ func TestIncompatibleHandoffFailsCleanly(t *testing.T) {
 	stopCross(t, "incompatible", s)
 }
 
-// previousReleaseTree checks out the previous release into a temporary git
+// previousReleaseTree checks out the release commit into a temporary git
 // worktree, removed at cleanup, and returns the directory there that
 // corresponds to this module's root.
-func previousReleaseTree(t *testing.T) string {
+func previousReleaseTree(t *testing.T, commit string) string {
 	t.Helper()
-	commit := os.Getenv("HITLESS_PREVIOUS_RELEASE")
-	if commit == "" {
-		commit = defaultPreviousRelease
-	}
 	unavailable := func(format string, args ...any) {
 		t.Helper()
 		msg := fmt.Sprintf(format, args...)
