@@ -1,7 +1,7 @@
 // Package outside runs load tools that nobody here wrote — wrk,
-// ApacheBench (ab) and h2load — and parses what they print into typed
-// results, so that a test can drive a server through upgrades and assert
-// on the tools' own counts rather than on those of our client
+// ApacheBench (ab), h2load and dnsperf — and parses what they print into
+// typed results, so that a test can drive a server through upgrades and
+// assert on the tools' own counts rather than on those of our client
 // (internal/loadgen), which shares our assumptions.
 //
 // Each tool has a config type whose Args method builds its command line
@@ -17,9 +17,11 @@
 // The tests that use it are TestWrkThroughUpgrades,
 // TestAbKeepAliveThroughUpgrades and TestAbNewConnectionThroughUpgrades in
 // examples/http, and TestH2loadH2cThroughUpgrades and
-// TestH2loadTLSThroughUpgrades in examples/extra/web. CI installs the
-// packages wrk, apache2-utils and nghttp2-client and sets
-// HITLESS_REQUIRE_OUTSIDE=1.
+// TestH2loadTLSThroughUpgrades in examples/extra/web, and
+// TestDnsperfThroughUpgrades in examples/extra/dns. CI installs the
+// packages wrk, apache2-utils, nghttp2-client and dnsperf and sets
+// HITLESS_REQUIRE_OUTSIDE=1. What dnsperf counts is explained at the top
+// of dnsperf.go.
 //
 // # What each tool counts as a failure
 //

@@ -20,9 +20,10 @@ type Tool string
 
 // The tools this package runs.
 const (
-	Wrk    Tool = "wrk"
-	AB     Tool = "ab"
-	H2load Tool = "h2load"
+	Wrk     Tool = "wrk"
+	AB      Tool = "ab"
+	H2load  Tool = "h2load"
+	Dnsperf Tool = "dnsperf"
 )
 
 // Package returns the Debian (and Ubuntu) package that installs t.
@@ -34,6 +35,8 @@ func (t Tool) Package() string {
 		return "apache2-utils"
 	case H2load:
 		return "nghttp2-client"
+	case Dnsperf:
+		return "dnsperf"
 	}
 	return "?"
 }
