@@ -114,22 +114,20 @@ func (c *client) closedByServer() bool {
 	return errors.Is(err, io.EOF)
 }
 
-func drainAsync(h *HTTP, d time.Duration) <-chan struct {
+// drainResult is what a Drain returned.
+type drainResult struct {
 	r   Report
 	err error
-} {
-	out := make(chan struct {
-		r   Report
-		err error
-	}, 1)
+}
+
+// drainAsync drains d within timeout in a goroutine of its own.
+func drainAsync(d Drainer, timeout time.Duration) <-chan drainResult {
+	out := make(chan drainResult, 1)
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), d)
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
-		r, err := h.Drain(ctx)
-		out <- struct {
-			r   Report
-			err error
-		}{r, err}
+		r, err := d.Drain(ctx)
+		out <- drainResult{r, err}
 	}()
 	return out
 }

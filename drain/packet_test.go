@@ -148,6 +148,18 @@ func serveAsync(p *Packet) <-chan error {
 	return res
 }
 
+// drainedWithin waits for a drainAsync's result, failing the test after 5 s.
+func drainedWithin(t *testing.T, c <-chan drainResult, what string) drainResult {
+	t.Helper()
+	select {
+	case r := <-c:
+		return r
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%s did not return", what)
+	}
+	return drainResult{}
+}
+
 func recvWithin(t *testing.T, c <-chan error, what string) error {
 	t.Helper()
 	select {
@@ -177,34 +189,20 @@ func TestPacketTwoGenerations(t *testing.T) {
 			const n, bStarts, aDrains = 300, 100, 150
 			serveA := serveAsync(a)
 			var serveB <-chan error
-			type result struct {
-				r   Report
-				err error
-			}
-			drainedA := make(chan result, 1)
+			var drainedA <-chan drainResult
 			for i := range n {
 				switch i {
 				case bStarts:
 					serveB = serveAsync(b)
 				case aDrains:
-					go func() {
-						ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-						defer cancel()
-						r, err := a.Drain(ctx)
-						drainedA <- result{r, err}
-					}()
+					drainedA = drainAsync(a, 5*time.Second)
 				}
 				client.send(t, to, "q", i)
 				time.Sleep(time.Millisecond)
 			}
 			client.waitAnswered(n, 3*time.Second)
 
-			var ra result
-			select {
-			case ra = <-drainedA:
-			case <-time.After(5 * time.Second):
-				t.Fatal("A's drain did not return")
-			}
+			ra := drainedWithin(t, drainedA, "A's drain")
 			if err := recvWithin(t, serveA, "A's Serve"); err != nil {
 				t.Errorf("A's Serve after Drain: %v, want nil", err)
 			}
@@ -433,33 +431,19 @@ func TestPacketLibrary(t *testing.T) {
 
 			const n, bStarts, aDrains = 250, 50, 80
 			var serveB <-chan error
-			type result struct {
-				r   Report
-				err error
-			}
-			drainedA := make(chan result, 1)
+			var drainedA <-chan drainResult
 			for i := range n {
 				switch i {
 				case bStarts:
 					serveB = serveAsync(b)
 				case aDrains:
-					go func() {
-						ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-						defer cancel()
-						r, err := a.Drain(ctx)
-						drainedA <- result{r, err}
-					}()
+					drainedA = drainAsync(a, 5*time.Second)
 				}
 				client.send(t, connA.LocalAddr(), "q", i)
 				time.Sleep(time.Millisecond)
 			}
 			client.waitAnswered(n, 3*time.Second)
-			var ra result
-			select {
-			case ra = <-drainedA:
-			case <-time.After(5 * time.Second):
-				t.Fatal("A's drain did not return")
-			}
+			ra := drainedWithin(t, drainedA, "A's drain")
 			if err := recvWithin(t, served, "the library's serve"); err != nil {
 				t.Errorf("the library's serve: %v, want nil", err)
 			}
