@@ -1,0 +1,634 @@
+//lint:file-ignore SA1019 x/net's deprecated http2.ClientConn is the one HTTP/2 client that runs over a net.Conn we dial and never resends a request: net/http's Transport (and x/net's) retry a request a GOAWAY refused, which would hide exactly the failures an upgrade causes.
+
+package main
+
+// The load clients for the kinds that internal/loadgen does not speak:
+// h2c, HTTP/2 over TLS, gRPC unary and WebSocket echo. Each one drives
+// t.Conns connections, paced to t.Rate requests per second in all, and
+// never sends a request twice: a request the client library would have
+// resent on its own is recorded as failed.
+//
+// Pacing: connection i sends its requests every Conns/Rate seconds, the
+// connections offset from each other by 1/Rate so that the load is even.
+// A request starts at its scheduled time, or at once if the previous one
+// ran late, so that a connection catches up after a slow response and
+// the rate holds; a connection more than maxBehind late (a server that
+// stopped) drops the slots it missed rather than send them in one burst.
+// Requests on one connection are sequential, as loadgen's are.
+//
+// The connections are dialled before the first request, so that the
+// first requests do not pay for 32 handshakes at once. A connection that
+// must be redialled later is dialled lazily, by the next request, whose
+// latency includes the dial (and TLS handshake): that is what a user
+// whose connection the server ended pays, and what loadgen does for
+// HTTP/1.1.
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"golang.org/x/net/http2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/stats"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/hitlessgo/hitless/internal/timeline"
+)
+
+// target is what a client drives.
+type target struct {
+	Addr  string      // host:port
+	TLS   *tls.Config // non-nil for HTTP/2 over TLS
+	Rate  int         // requests (or messages) per second, over all connections
+	Conns int         // connections
+}
+
+// kindClient drives one traffic kind until ctx is done, never retrying,
+// and returns every request it started, in order of Start.
+type kindClient func(ctx context.Context, t target) ([]timeline.Request, error)
+
+// clients maps kind names to clients; main.go adds the HTTP/1.1 and raw
+// TCP kinds in its init.
+var clients = map[string]kindClient{
+	"h2c":            h2Client(false),
+	"h2-tls":         h2Client(true),
+	"grpc-unary":     grpcUnary,
+	"websocket-echo": wsEcho,
+}
+
+// requestTimeout bounds one request (dial included). Requests in flight
+// when ctx ends are let finish within it rather than cut, which would
+// count as failures the server did not cause.
+const requestTimeout = 5 * time.Second
+
+// onFailure, if set before the clients start, is told why each failed
+// request failed, from the clients' goroutines at once: the bench or a
+// test can show the first few reasons.
+var onFailure func(client string, r timeline.Request, err error)
+
+func failure(client string, r timeline.Request, err error) {
+	if err != nil && onFailure != nil {
+		onFailure(client, r, err)
+	}
+}
+
+// onDial, if set before the clients start, is told of every connection a
+// request had to dial (its latency includes the dial: TLS handshake, or
+// WebSocket upgrade and greeting), from the clients' goroutines at once,
+// so that latency near upgrades can be split into reconnections and the
+// rest. Connections dialled before the first request are not reported;
+// gRPC's are its own and are not seen.
+var onDial func(client string, requestStart time.Time, took time.Duration, err error)
+
+func dialed(client string, start time.Time, err error) {
+	if onDial != nil {
+		onDial(client, start, time.Since(start), err)
+	}
+}
+
+// maxBehind is how late a connection may run and still catch up.
+const maxBehind = 250 * time.Millisecond
+
+// pacer schedules one connection's requests.
+type pacer struct {
+	next  time.Time
+	every time.Duration
+}
+
+// wait sleeps until the next request is due (at once if it is late) and
+// reports whether ctx is still live.
+func (p *pacer) wait(ctx context.Context) bool {
+	if d := time.Until(p.next); d > 0 {
+		tm := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			tm.Stop()
+			return false
+		case <-tm.C:
+		}
+	} else if -d > maxBehind {
+		p.next = time.Now() // far behind: drop the slots missed
+	}
+	p.next = p.next.Add(p.every)
+	return ctx.Err() == nil
+}
+
+// connLoop is one connection's client: it returns the requests it made.
+type connLoop func(ctx context.Context, id int, p *pacer) []timeline.Request
+
+// drive runs t.Conns connection loops until ctx is done and merges what
+// they saw.
+func drive(ctx context.Context, t target, loop connLoop) ([]timeline.Request, error) {
+	if err := t.check(); err != nil {
+		return nil, err
+	}
+	every := time.Duration(int64(t.Conns) * int64(time.Second) / int64(t.Rate))
+	start := time.Now()
+	results := make([][]timeline.Request, t.Conns)
+	var wg sync.WaitGroup
+	for i := range t.Conns {
+		p := &pacer{next: start.Add(time.Duration(i) * every / time.Duration(t.Conns)), every: every}
+		wg.Go(func() { results[i] = loop(ctx, i, p) })
+	}
+	wg.Wait()
+	all := slices.Concat(results...)
+	slices.SortFunc(all, func(a, b timeline.Request) int { return a.Start.Compare(b.Start) })
+	return all, nil
+}
+
+// check refuses a target with no load, or off this machine: load must
+// never leave it.
+func (t target) check() error {
+	if t.Rate <= 0 || t.Conns <= 0 {
+		return fmt.Errorf("bench: rate %d and conns %d must be positive", t.Rate, t.Conns)
+	}
+	host, _, err := net.SplitHostPort(t.Addr)
+	if err != nil {
+		return fmt.Errorf("bench: address %q: %w", t.Addr, err)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("bench: %q is not a loopback address", t.Addr)
+	}
+	return nil
+}
+
+// predial dials n connections at once, bounded by requestTimeout. One that
+// fails is left nil (zero) for its first request to dial, and to fail
+// on if it still cannot.
+func predial[C comparable](ctx context.Context, n int, dial func(context.Context) (C, error)) []C {
+	ctx, cancel := requestCtx(ctx)
+	defer cancel()
+	conns := make([]C, n)
+	var wg sync.WaitGroup
+	for i := range conns {
+		wg.Go(func() { conns[i], _ = dial(ctx) })
+	}
+	wg.Wait()
+	return conns
+}
+
+// requestCtx bounds one request but outlives ctx, so that a request in
+// flight when the run ends is answered, not cancelled.
+func requestCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), requestTimeout)
+}
+
+// h2Client sends GET / over HTTP/2, one x/net ClientConn per connection,
+// whose RoundTrip never resends (the retry loop is in Transport, unused
+// here). When the connection can take no new request (the server's
+// GOAWAY arrived), it is closed and the next request dials another; so
+// does a request that found the connection unusable in the instant
+// between that check and taking a stream ("client conn not usable"): it
+// was never sent. A request the GOAWAY refused after it was sent
+// ("graceful shutdown GOAWAY") is one Transport would have resent: it
+// counts as failed.
+func h2Client(useTLS bool) kindClient {
+	return func(ctx context.Context, t target) ([]timeline.Request, error) {
+		scheme := "http"
+		var tlsConf *tls.Config
+		if useTLS {
+			if t.TLS == nil {
+				return nil, errors.New("bench: h2-tls needs a TLS config")
+			}
+			scheme = "https"
+			tlsConf = t.TLS.Clone()
+			tlsConf.NextProtos = []string{"h2"}
+			if tlsConf.ServerName == "" {
+				tlsConf.ServerName, _, _ = net.SplitHostPort(t.Addr)
+			}
+			if tlsConf.ClientSessionCache == nil {
+				// As browsers do: a reconnection offers its session for
+				// resumption, which a new generation takes only if it
+				// shares the old one's session ticket keys.
+				tlsConf.ClientSessionCache = tls.NewLRUClientSessionCache(t.Conns)
+			}
+		}
+		url := scheme + "://" + t.Addr + "/"
+		tr := &http2.Transport{AllowHTTP: true}
+		dial := func(ctx context.Context) (*http2.ClientConn, error) {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, "tcp", t.Addr)
+			if err != nil {
+				return nil, err
+			}
+			if tlsConf != nil {
+				tc := tls.Client(c, tlsConf)
+				if err := tc.HandshakeContext(ctx); err != nil {
+					c.Close()
+					return nil, err
+				}
+				if p := tc.ConnectionState().NegotiatedProtocol; p != "h2" {
+					c.Close()
+					return nil, fmt.Errorf("ALPN chose %q, not h2", p)
+				}
+				c = tc
+			}
+			cc, err := tr.NewClientConn(c)
+			if err != nil {
+				c.Close()
+				return nil, err
+			}
+			return cc, nil
+		}
+		if err := t.check(); err != nil {
+			return nil, err
+		}
+		conns := predial(ctx, t.Conns, dial)
+		return drive(ctx, t, func(ctx context.Context, id int, p *pacer) []timeline.Request {
+			var out []timeline.Request
+			cc := conns[id]
+			defer func() {
+				if cc != nil {
+					cc.Close()
+				}
+			}()
+			for p.wait(ctx) {
+				if cc != nil && !cc.CanTakeNewRequest() {
+					cc.Close()
+					cc = nil
+				}
+				rctx, cancel := requestCtx(ctx)
+				r := timeline.Request{Start: time.Now()}
+				pid, err := func() (int, error) {
+					if cc == nil {
+						var err error
+						cc, err = dial(rctx)
+						dialed(scheme, r.Start, err)
+						if err != nil {
+							return 0, err
+						}
+					}
+					req, err := http.NewRequestWithContext(rctx, "GET", url, nil)
+					if err != nil {
+						return 0, err
+					}
+					resp, err := cc.RoundTrip(req)
+					if err != nil && isUnsent(err) {
+						// The GOAWAY arrived after CanTakeNewRequest and
+						// before the request took a stream: it never left
+						// this process, and the client had been told to
+						// go elsewhere in time. Sending it on a new
+						// connection is what any client does, not a
+						// resend.
+						cc.Close()
+						cc, err = dial(rctx)
+						dialed(scheme, r.Start, err)
+						if err != nil {
+							return 0, err
+						}
+						resp, err = cc.RoundTrip(req)
+					}
+					if err != nil {
+						return 0, err
+					}
+					_, err = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					pid, _ := strconv.Atoi(resp.Header.Get("X-Pid"))
+					switch {
+					case err != nil:
+						return pid, err
+					case resp.StatusCode != http.StatusOK || resp.ProtoMajor != 2:
+						return pid, fmt.Errorf("%s %s", resp.Proto, resp.Status)
+					}
+					return pid, nil
+				}()
+				r.Latency, r.PID, r.Failed = time.Since(r.Start), pid, err != nil
+				cancel()
+				failure(scheme, r, err)
+				out = append(out, r)
+				if err != nil && cc != nil {
+					// Its state is unknown now; the next request starts
+					// on a fresh connection.
+					cc.Close()
+					cc = nil
+				}
+			}
+			return out
+		})
+	}
+}
+
+// errTransparentRetry fails a call that gRPC answered only by resending
+// it: its first attempt met a connection the server's GOAWAY had closed.
+var errTransparentRetry = errors.New("answered only after gRPC's transparent retry")
+
+// retriedKey marks a call's context: its *atomic.Bool is set if gRPC
+// made a transparent retry attempt for the call.
+type retriedKey struct{}
+
+// retrySpotter is a stats handler that sees gRPC's transparent retries
+// (of RPCs a GOAWAY kept from the server, which grpc-go resends whatever
+// WithDisableRetry says) and marks the call they belong to. The attempt's
+// context descends from the call's, so the mark is found there.
+type retrySpotter struct{}
+
+func (retrySpotter) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
+func (retrySpotter) HandleRPC(ctx context.Context, s stats.RPCStats) {
+	if b, ok := s.(*stats.Begin); ok && b.IsTransparentRetryAttempt {
+		if m, ok := ctx.Value(retriedKey{}).(*atomic.Bool); ok {
+			m.Store(true)
+		}
+	}
+}
+func (retrySpotter) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+func (retrySpotter) HandleConn(context.Context, stats.ConnStats)                       {}
+
+// grpcUnary calls hitless.example.Echo/Echo, one ClientConn per
+// connection (gRPC reconnects it itself after a GOAWAY, on the next
+// call), with configured retries off and transparent retries, which
+// cannot be turned off, counted as failures. The answer "<pid>: <text>"
+// names the serving process.
+func grpcUnary(ctx context.Context, t target) ([]timeline.Request, error) {
+	if err := t.check(); err != nil {
+		return nil, err
+	}
+	conns := make([]*grpc.ClientConn, t.Conns)
+	defer func() {
+		for _, cc := range conns {
+			if cc != nil {
+				cc.Close()
+			}
+		}
+	}()
+	for i := range conns {
+		cc, err := grpc.NewClient("passthrough:///"+t.Addr,
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDisableRetry(), grpc.WithStatsHandler(retrySpotter{}))
+		if err != nil {
+			return nil, err
+		}
+		conns[i] = cc
+		cc.Connect()
+	}
+	// The first calls should not pay for the connections' set-up; a
+	// connection not ready in time is left to its first call.
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	for _, cc := range conns {
+		for s := cc.GetState(); s != connectivity.Ready && cc.WaitForStateChange(wctx, s); s = cc.GetState() {
+		}
+	}
+	cancel()
+	return drive(ctx, t, func(ctx context.Context, id int, p *pacer) []timeline.Request {
+		cc := conns[id]
+		var out []timeline.Request
+		for n := 0; p.wait(ctx); n++ {
+			retried := new(atomic.Bool)
+			rctx, cancel := requestCtx(ctx)
+			rctx = context.WithValue(rctx, retriedKey{}, retried)
+			text := fmt.Sprintf("conn %d call %d", id, n)
+			reply := new(wrapperspb.StringValue)
+			r := timeline.Request{Start: time.Now()}
+			err := cc.Invoke(rctx, "/hitless.example.Echo/Echo", wrapperspb.String(text), reply)
+			r.Latency = time.Since(r.Start)
+			cancel()
+			pid, rest, _ := strings.Cut(reply.GetValue(), ": ")
+			r.PID, _ = strconv.Atoi(pid)
+			switch {
+			case err != nil:
+			case retried.Load():
+				err = errTransparentRetry
+			case rest != text:
+				err = fmt.Errorf("answer %q for %q", reply.GetValue(), text)
+			}
+			r.Failed = err != nil
+			failure("grpc", r, err)
+			out = append(out, r)
+		}
+		return out
+	})
+}
+
+// wsEcho sends a text message on a WebSocket to /ws and waits for its
+// echo. The server greets each connection with "HELLO <pid>". When a
+// generation drains it closes with 1001 "going away": the connection is
+// dropped and the next message dials the next generation (no message was
+// lost, so this is no retry). A message sent and never echoed, for
+// example one that crossed that close frame, is a failure, and is not
+// resent.
+func wsEcho(ctx context.Context, t target) ([]timeline.Request, error) {
+	if err := t.check(); err != nil {
+		return nil, err
+	}
+	conns := predial(ctx, t.Conns, func(ctx context.Context) (*wsConn, error) { return wsDial(ctx, t.Addr) })
+	return drive(ctx, t, func(ctx context.Context, id int, p *pacer) []timeline.Request {
+		var out []timeline.Request
+		c := conns[id]
+		defer func() {
+			if c != nil {
+				c.close(websocket.StatusNormalClosure)
+			}
+		}()
+		for n := 0; p.wait(ctx); n++ {
+			if c != nil && c.ended() {
+				c.close(websocket.StatusNormalClosure)
+				c = nil
+			}
+			rctx, cancel := requestCtx(ctx)
+			r := timeline.Request{Start: time.Now()}
+			msg := []byte(fmt.Sprintf("conn %d message %d", id, n))
+			send := func() error {
+				if c == nil {
+					var err error
+					c, err = wsDial(rctx, t.Addr)
+					dialed("ws", r.Start, err)
+					if err != nil {
+						return err
+					}
+				}
+				r.PID = c.pid
+				return c.conn.Write(rctx, websocket.MessageText, msg)
+			}
+			err := send()
+			if err != nil && errors.Is(err, net.ErrClosed) && c != nil && c.goneAway() {
+				// The library had answered the server's close 1001 (which
+				// arrived after ended() looked) before this message could
+				// be written: nothing was sent, so it goes to the next
+				// generation, as if ended() had seen the close. Not a
+				// resend; its latency includes the reconnection.
+				c.close(websocket.StatusNormalClosure)
+				c = nil
+				err = send()
+			}
+			if err == nil {
+				var got []byte
+				if got, err = c.next(rctx); err == nil && string(got) != string(msg) {
+					err = fmt.Errorf("echo %q for %q", got, msg)
+				}
+			}
+			r.Latency, r.Failed = time.Since(r.Start), err != nil
+			cancel()
+			failure("ws", r, err)
+			out = append(out, r)
+			if err != nil && c != nil {
+				c.close(websocket.StatusNormalClosure)
+				c = nil
+			}
+		}
+		return out
+	})
+}
+
+// wsConn is one WebSocket with a goroutine reading it, so that the
+// server's close frame is seen as soon as it arrives, before the next
+// message is sent into it.
+type wsConn struct {
+	conn  *websocket.Conn
+	raw   net.Conn // under conn, to peek at
+	pid   int
+	reads chan wsRead
+	done  chan struct{} // closed when the reader has returned
+	end   error         // the read error that ended the connection, once seen
+}
+
+// closeWait bounds the wait for a frame the socket holds but the reader
+// has not delivered.
+const closeWait = 50 * time.Millisecond
+
+type wsRead struct {
+	data []byte
+	err  error
+}
+
+func wsDial(ctx context.Context, addr string) (*wsConn, error) {
+	var raw net.Conn
+	tr := &http.Transport{
+		DisableKeepAlives: true, // one TCP connection per WebSocket, never a pooled one
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, network, addr)
+			raw = c
+			return c, err
+		},
+	}
+	conn, _, err := websocket.Dial(ctx, "ws://"+addr+"/ws", &websocket.DialOptions{HTTPClient: &http.Client{Transport: tr}})
+	if err != nil {
+		return nil, err
+	}
+	c := &wsConn{conn: conn, raw: raw, reads: make(chan wsRead, 1), done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		for {
+			_, data, err := conn.Read(context.Background())
+			c.reads <- wsRead{data, err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	hello, err := c.next(ctx)
+	pid, perr := strconv.Atoi(strings.TrimPrefix(string(hello), "HELLO "))
+	if err == nil && perr != nil {
+		err = fmt.Errorf("hello %q", hello)
+	}
+	if err != nil {
+		c.close(websocket.StatusProtocolError)
+		return nil, err
+	}
+	c.pid = pid
+	return c, nil
+}
+
+// next returns the next message, or the error that ended the connection.
+func (c *wsConn) next(ctx context.Context) ([]byte, error) {
+	if c.end != nil {
+		return nil, c.end
+	}
+	select {
+	case r := <-c.reads:
+		if r.err != nil {
+			c.end = r.err
+		}
+		return r.data, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// ended reports whether the server ended the connection with close 1001
+// while it was idle (only a close or a break can arrive then: nothing is
+// owed). Any other end is left for the next message to fail on: it is a
+// failure the server caused, not a clean hand-over.
+func (c *wsConn) ended() bool {
+	if c.end == nil {
+		var r wsRead
+		got := false
+		select {
+		case r = <-c.reads:
+			got = true
+		default:
+			// Bytes in the socket that the reader goroutine has not had
+			// the CPU to read yet (common while a new generation starts)
+			// are a close on its way: wait for it rather than send into
+			// it.
+			if c.raw != nil && pending(c.raw) {
+				tm := time.NewTimer(closeWait)
+				select {
+				case r = <-c.reads:
+					got = true
+				case <-tm.C:
+				}
+				tm.Stop()
+			}
+		}
+		if got {
+			if r.err == nil {
+				r.err = fmt.Errorf("unexpected message %q", r.data)
+			}
+			c.end = r.err
+		}
+	}
+	return c.end != nil && websocket.CloseStatus(c.end) == websocket.StatusGoingAway
+}
+
+// goneAway waits (up to closeWait) for the reader to deliver the error
+// that ended the connection and reports whether it was close 1001.
+func (c *wsConn) goneAway() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), closeWait)
+	defer cancel()
+	for c.end == nil {
+		if _, err := c.next(ctx); err != nil && c.end == nil {
+			return false // timed out: the reader saw nothing
+		}
+	}
+	return websocket.CloseStatus(c.end) == websocket.StatusGoingAway
+}
+
+// close ends the connection and waits (bounded) for its reader.
+func (c *wsConn) close(code websocket.StatusCode) {
+	if c.end == nil {
+		// A clean close handshake, so the server sees a client that left,
+		// not a broken connection.
+		c.conn.Close(code, "")
+	}
+	c.conn.CloseNow()
+	tm := time.NewTimer(requestTimeout)
+	defer tm.Stop()
+	for {
+		select {
+		case <-c.reads: // unblocks the reader, which then sees the close
+		case <-c.done:
+			return
+		case <-tm.C:
+			return
+		}
+	}
+}
+
+// isUnsent reports whether err is x/net's "client conn not usable": the
+// request did not get a stream, so no byte of it was written. x/net does
+// not export the error; its text is stable since 2016.
+func isUnsent(err error) bool { return strings.Contains(err.Error(), "http2: client conn not usable") }
