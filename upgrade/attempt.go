@@ -61,9 +61,12 @@ func (u *Upgrader) abandoned() error {
 }
 
 // preflight checks, before anything is started, that the binary the next
-// generation runs exists and is executable, then runs the application's
-// own check. A broken deploy thus fails fast with a clear error. A stop
-// ends the check at once.
+// generation runs is one the kernel can execute (handoff.Binary: a
+// complete executable for this platform, or a script whose interpreter
+// is), then runs the application's own check, if any. A broken or
+// half-copied deploy thus fails fast with a clear error. The first check
+// reads only headers (tens of microseconds); the application's may cost
+// what it likes, at the moment the upgrade begins. A stop ends it at once.
 func (u *Upgrader) preflight(ctx context.Context) error {
 	binary, err := handoff.Binary()
 	if err != nil {

@@ -53,9 +53,20 @@ type Options struct {
 	ControlSocket string
 	// Preflight, if set, runs before a new generation is started, with the
 	// path of the binary about to be executed; an error fails the upgrade
-	// with control.ReasonCheckFailed and nothing is started. That the
-	// binary exists and is executable is always checked first. ctx ends at
+	// with control.ReasonCheckFailed and nothing is started. ctx ends at
 	// UpgradeTimeout, or at once when the generation is stopped.
+	//
+	// Whether it is set or not, the binary is checked first, reading only
+	// its headers (tens of microseconds): a regular, executable file, an
+	// executable for this platform (ELF or Mach-O of this architecture,
+	// or a "#!" script whose interpreter is executable) and complete
+	// (not truncated, as a binary still being copied is). A failure there
+	// fails the upgrade with control.ReasonStartFailed.
+	//
+	// Preflight runs as the upgrade begins, and its cost adds to it: one
+	// that runs the new binary (as examples/http does with -preflight)
+	// is a second start of the program, competing for the CPU with the
+	// new generation and the one serving (docs/upgrade-preflight.md).
 	Preflight func(ctx context.Context, binary string) error
 	// ReadyCheck, if set, must pass before the generation reports ready
 	// (a readiness gate: the database answers, the certificate loads).

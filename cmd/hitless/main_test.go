@@ -183,7 +183,8 @@ func TestReloadTellsTheTruth(t *testing.T) {
 	if err := os.WriteFile(gate, []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s := startService(t, "-upgrade-timeout", "1s", "-crash-loop-after", "-1", "-require-file", gate)
+	// -preflight: one binary below fails only the example's -check.
+	s := startService(t, "-upgrade-timeout", "1s", "-crash-loop-after", "-1", "-require-file", gate, "-preflight")
 	stopLoad := load(t, s.addr)
 
 	if code, out := s.hitless("status"); code != 0 || !strings.Contains(out, "generation 1, serving") {

@@ -48,7 +48,7 @@ func run() error {
 	requireFile := flag.String("require-file", "", "readiness gate: do not report ready unless this file exists (a certificate, a config)")
 	probation := flag.Duration("probation", 0, "a new generation serves alongside the old one this long before it takes over; if it dies meanwhile, the old one goes on")
 	crashLoopAfter := flag.Int("crash-loop-after", upgrade.DefaultCrashLoopAfter, "after this many failed upgrades in a row, refuse upgrades for a while (negative: never)")
-	preflight := flag.Bool("preflight", true, "before starting a new binary, run it with -check and the same flags")
+	preflight := flag.Bool("preflight", false, "before starting a new binary, also run it with -check and the same flags: catches flags it refuses, at the cost of a second start of the binary as the upgrade begins (docs/upgrade-preflight.md)")
 	fdStore := flag.Bool("fdstore", false, "keep the listening sockets in systemd's fd store (the unit needs FileDescriptorStoreMax=)")
 	h2c := flag.Bool("h2c", false, "also serve HTTP/2 with prior knowledge (h2c) on the same listener, for HTTP/2 load tools")
 	check := flag.Bool("check", false, "check the flags and exit: what a running generation asks of a new binary before starting it")
@@ -75,7 +75,13 @@ func run() error {
 			_, err := os.Stat(*requireFile)
 			return err
 		},
-		// Before starting a new binary, make sure it accepts our flags.
+		// With -preflight, before starting a new binary, make sure it
+		// accepts our flags. Off by default: it starts the whole binary
+		// once more at the moment the new generation starts, competing
+		// with it and with the serving one for the same cores, and a
+		// new generation that refuses its flags fails its upgrade anyway
+		// (before it is ready, so the old one goes on serving); the check
+		// only makes that failure earlier and its message clearer.
 		Preflight: func(ctx context.Context, binary string) error {
 			if !*preflight {
 				return nil

@@ -590,27 +590,3 @@ func (h *Handoff) listenChild(l *link) {
 		}
 	}
 }
-
-// Binary returns the path the next generation will be started from, and
-// checks that it is a regular, executable file.
-func Binary() (string, error) {
-	path := os.Args[0]
-	if !containsSlash(path) {
-		found, err := lookPath(path)
-		if err != nil {
-			return "", fmt.Errorf("binary %s: not found in $PATH", path)
-		}
-		path = found
-	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return "", fmt.Errorf("binary %s: %w", path, err)
-	}
-	if !fi.Mode().IsRegular() {
-		return "", fmt.Errorf("binary %s: not a regular file", path)
-	}
-	if err := checkExecutable(path); err != nil {
-		return "", fmt.Errorf("binary %s: not executable (mode %v): %w", path, fi.Mode().Perm(), err)
-	}
-	return path, nil
-}
