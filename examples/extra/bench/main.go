@@ -42,6 +42,7 @@ type config struct {
 	Runs, Upgrades int
 	Gap            time.Duration // from one SIGHUP to the next
 	Warmup, After  time.Duration // load before the first upgrade, and after the last; the warm-up is not measured
+	Steady         time.Duration // measured load with no upgrade, after the warm-up: what "steady" is made of
 	Rate, Conns    int           // load: requests or messages per second over all connections
 	Sample         time.Duration // how often each generation's CPU and RSS are read
 	Bucket         time.Duration // the pictures' time resolution
@@ -54,9 +55,9 @@ type config struct {
 func defaultConfig() config {
 	return config{
 		Runs: 3, Upgrades: 10, Gap: time.Second,
-		Warmup: time.Second, After: time.Second,
+		Warmup: time.Second, Steady: 5 * time.Second, After: time.Second,
 		Rate: 1000, Conns: 32,
-		Sample: 50 * time.Millisecond, Bucket: 100 * time.Millisecond, Window: 500 * time.Millisecond,
+		Sample: 10 * time.Millisecond, Bucket: 100 * time.Millisecond, Window: 500 * time.Millisecond,
 		Kinds: kindNames(),
 	}
 }
@@ -88,6 +89,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&cfg.Upgrades, "upgrades", cfg.Upgrades, "upgrades per run")
 	fs.DurationVar(&cfg.Gap, "gap", cfg.Gap, "from one SIGHUP to the next (longer if an upgrade takes longer)")
 	fs.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "load before the first upgrade, not measured")
+	fs.DurationVar(&cfg.Steady, "steady", cfg.Steady, "measured load with no upgrade before the first one (the steady state upgrades are compared with)")
 	fs.DurationVar(&cfg.After, "after", cfg.After, "measured load after the last upgrade")
 	fs.IntVar(&cfg.Rate, "rate", cfg.Rate, "requests (or messages) per second, over all connections")
 	fs.IntVar(&cfg.Conns, "conns", cfg.Conns, "client connections")

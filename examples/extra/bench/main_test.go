@@ -28,6 +28,7 @@ func TestBenchSmoke(t *testing.T) {
 	cfg := defaultConfig()
 	cfg.Runs, cfg.Upgrades = 1, 2
 	cfg.Gap, cfg.Warmup, cfg.After = 400*time.Millisecond, 300*time.Millisecond, 600*time.Millisecond
+	cfg.Steady = 500 * time.Millisecond
 	cfg.Rate, cfg.Conns = 200, 8
 	cfg.Kinds = []string{"http1-keepalive"}
 	cfg.Out = t.TempDir()

@@ -197,12 +197,14 @@ func measure(ctx context.Context, cfg config, kind string, s serverSpec, bin, wo
 	// they are not what an upgrade is compared with.
 	sleep(ctx, cfg.Warmup)
 	from := time.Now()
-	// The first SIGHUP comes a window after the measurement starts, so
-	// that requests on both sides of every upgrade are measured.
+	// Ten upgrades a second apart leave no request more than a window
+	// from one: the steady state they are compared with is a stretch of
+	// load with no upgrade first. The first SIGHUP comes a window after
+	// it, so that requests on both sides of every upgrade are measured.
 	var (
 		ups    []harness.Upgrade
 		upErr  error
-		signal = from.Add(cfg.Window)
+		signal = from.Add(cfg.Steady + cfg.Window)
 	)
 	for i := range cfg.Upgrades {
 		sleep(ctx, time.Until(signal))
