@@ -18,9 +18,7 @@
 // BENCHMARKS.md. Latency near upgrades for every traffic kind, with
 // timelines, CPU and RSS during the overlap and a picture per kind, is
 // measured by examples/extra/bench.
-//
-// Note: the example's pre-flight (-preflight) is off by default now, so
-// "SIGHUP → new ready" no longer includes a -check run.
+
 package main
 
 import (
