@@ -351,7 +351,7 @@ func (w *worker) do(deadline time.Time) (o outcome) {
 		o.class, o.err = c, err
 		return o
 	}
-	if w.conn != nil && w.cfg.ReuseCheck && (w.br.Buffered() > 0 || peerClosed(w.conn)) {
+	if w.conn != nil && w.cfg.ReuseCheck && (w.br.Buffered() > 0 || PeerClosed(w.conn)) {
 		w.res.ClosedIdle++
 		w.drop()
 	}

@@ -4,6 +4,6 @@ package loadgen
 
 import "net"
 
-// peerClosed cannot peek without blocking here, so it never detects a
+// PeerClosed cannot peek without blocking here, so it never detects a
 // close; Config.ReuseCheck has no effect.
-func peerClosed(net.Conn) bool { return false }
+func PeerClosed(net.Conn) bool { return false }

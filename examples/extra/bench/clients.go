@@ -46,6 +46,7 @@ import (
 	"google.golang.org/grpc/stats"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/hitlessgo/hitless/internal/loadgen"
 	"github.com/hitlessgo/hitless/internal/timeline"
 )
 
@@ -574,7 +575,7 @@ func (c *wsConn) ended() bool {
 			// the CPU to read yet (common while a new generation starts)
 			// are a close on its way: wait for it rather than send into
 			// it.
-			if c.raw != nil && pending(c.raw) {
+			if c.raw != nil && loadgen.PeerClosed(c.raw) {
 				tm := time.NewTimer(closeWait)
 				select {
 				case r = <-c.reads:
