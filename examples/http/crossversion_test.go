@@ -32,13 +32,15 @@ import (
 )
 
 // defaultPreviousReleases are the releases a generation of this tree must
-// upgrade from and roll back to: the last release, v0.2.0 (handoff version
-// 1: the side channel, without files and state), and 372a6c3, the last
-// commit before handoff version 1 (no side channel, listeners under
-// tableflip key ("hitless", name), the generation in HITLESS_GENERATION,
-// the real stderr as "hitless.stderr"). HITLESS_PREVIOUS_RELEASE names one
-// other commit to test against instead.
-var defaultPreviousReleases = []string{"v0.2.0", "372a6c3"}
+// upgrade from and roll back to: the last release, v0.2.0 at f82306f
+// (handoff version 1: the side channel, without files and state), and
+// 372a6c3, the last commit before handoff version 1 (no side channel,
+// listeners under tableflip key ("hitless", name), the generation in
+// HITLESS_GENERATION, the real stderr as "hitless.stderr").
+// HITLESS_PREVIOUS_RELEASE names one other commit to test against instead.
+//
+// They are named by commit, not by tag: CI's clone of main carries no tags.
+var defaultPreviousReleases = []string{"f82306f", "372a6c3"}
 
 func previousReleases() []string {
 	if c := os.Getenv("HITLESS_PREVIOUS_RELEASE"); c != "" {
