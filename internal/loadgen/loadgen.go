@@ -148,6 +148,10 @@ type Sample struct {
 	// PID is the response's X-Pid, or 0 when no response header arrived or
 	// it had none.
 	PID int
+	// Reconnect is the part of Latency spent dialling because the
+	// server had closed the worker's keep-alive connection (KeepAlive
+	// only: a NewConn request always dials, and that is not counted).
+	Reconnect time.Duration
 }
 
 // Run sends cfg's traffic until ctx is done or cfg.MaxRequests requests

@@ -15,6 +15,11 @@ type Request struct {
 	Latency time.Duration // to the end of the response (or to the failure)
 	Failed  bool
 	PID     int // the process that served it; 0 if unknown
+	// Reconnect is the part of Latency spent opening a new connection
+	// (dial, TLS handshake, WebSocket upgrade) because the server had
+	// ended the one the request would have used; 0 for a request sent on
+	// an open connection, or when the client cannot tell.
+	Reconnect time.Duration
 }
 
 // FromLoadgen converts internal/loadgen samples: a sample with a Class
@@ -22,7 +27,7 @@ type Request struct {
 func FromLoadgen(s []loadgen.Sample) []Request {
 	out := make([]Request, len(s))
 	for i, x := range s {
-		out[i] = Request{Start: x.Start, Latency: x.Latency, Failed: x.Class != "", PID: x.PID}
+		out[i] = Request{Start: x.Start, Latency: x.Latency, Failed: x.Class != "", PID: x.PID, Reconnect: x.Reconnect}
 	}
 	return out
 }
