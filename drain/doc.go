@@ -28,7 +28,15 @@
 // drained by waiting alone: each drainer has a WrapUp channel, closed when
 // its drain begins, that handlers select on to end their work at a clean
 // protocol boundary (a WebSocket close 1001 "going away", the end of a
-// gRPC stream, a goodbye line).
+// gRPC stream, a goodbye line); for [HTTP], [WrapUp] of a request's
+// context is closed when its connection's turn comes (see below).
+//
+// Every client a drain tells to go away reconnects, to the next
+// generation, which has only just started. [HTTP] tells its connections
+// one after another over [HTTP.Spread] (250 ms by default) rather than all
+// in one instant, so that their reconnections (over TLS, a handshake
+// each, a millisecond or more of CPU on both sides) do not queue behind
+// each other; a connection whose turn has not come is served as before.
 //
 // # Why not http.Server.Shutdown alone
 //

@@ -27,6 +27,7 @@ type frameWatcher struct {
 	mu                sync.Mutex
 	buf               []byte
 	goAways           []uint32 // error codes
+	firstGoAway       time.Time
 	framesAfterGoAway int
 	end               error // the read error that ended the connection
 }
@@ -45,6 +46,9 @@ func (w *frameWatcher) Read(p []byte) (int, error) {
 			w.framesAfterGoAway++
 		}
 		if w.buf[3] == 0x7 && length >= 8 { // GOAWAY
+			if len(w.goAways) == 0 {
+				w.firstGoAway = time.Now()
+			}
 			w.goAways = append(w.goAways, binary.BigEndian.Uint32(w.buf[13:17]))
 		}
 		w.buf = w.buf[9+length:]

@@ -466,11 +466,18 @@ func (h *HTTP) tapped(c net.Conn, tap *h2Tap) {
 }
 
 // noticeLocked begins the first phase of the drain on every tapped HTTP/2
-// connection that has not had it yet, and returns how many are still in
-// it. The caller holds mu.
+// connection whose turn has come and that has not had it yet, and returns
+// how many are still in it or waiting for their turn: until none is, the
+// final GOAWAY, which goes to every connection at once, must wait. The
+// caller holds mu.
 func (h *HTTP) noticeLocked(ctx context.Context, wait time.Duration) int {
+	waiting := 0
 	for _, ci := range h.conns {
 		if ci.tap == nil || ci.noticed {
+			continue
+		}
+		if !ci.turned.Load() {
+			waiting++
 			continue
 		}
 		ci.noticed = true
@@ -483,5 +490,5 @@ func (h *HTTP) noticeLocked(ctx context.Context, wait time.Duration) int {
 			h.mu.Unlock()
 		})
 	}
-	return h.noticing
+	return h.noticing + waiting
 }

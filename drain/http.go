@@ -19,6 +19,9 @@ const DefaultIdleTimeout = time.Second
 // DefaultNoticeTimeout is the default for HTTP.NoticeTimeout.
 const DefaultNoticeTimeout = time.Second
 
+// DefaultSpread is the default for HTTP.Spread.
+const DefaultSpread = 250 * time.Millisecond
+
 // pollInterval is how often a drain looks for connections that stayed idle
 // long enough to close, and for the end of the drain. Connection state
 // changes arrive through http.Server.ConnState, which cannot block, so the
@@ -28,9 +31,9 @@ const pollInterval = 10 * time.Millisecond
 
 // HTTP serves an *http.Server so that it can be drained without failing a
 // request. Serve through it (not through Server.Serve directly): it wraps
-// Server.Handler, Server.ConnState and Server.BaseContext, the first time
-// it serves, to track connections, to mark responses during the drain and
-// to let handlers find [WrapUp].
+// Server.Handler, Server.ConnState, Server.BaseContext and
+// Server.ConnContext, the first time it serves, to track connections, to
+// mark responses during the drain and to let handlers find [WrapUp].
 //
 // It drains HTTP/1.x (lame duck), HTTP/2 over TLS and h2c (GOAWAY; enable
 // h2c with Server.Protocols before serving), and connections handlers
@@ -63,6 +66,19 @@ type HTTP struct {
 	// only matters for a client that does not answer PINGs. Zero or
 	// negative means DefaultNoticeTimeout.
 	NoticeTimeout time.Duration
+	// Spread is how long the drain takes to tell its connections to go
+	// away: one after another at even intervals over Spread, rather than
+	// all at once. Every client told to go reconnects, to the next
+	// generation, which has just started; a TLS handshake costs a
+	// millisecond or more of CPU on each side, and a few hundred of them
+	// at the same instant queue behind each other, so the requests that
+	// pay for them wait many times longer than any other (32 connections
+	// over TLS on two cores: 3–31 ms each at once, against 2 ms alone).
+	// A connection whose turn has not come is served as before. The
+	// spread is capped at half the time the drain's context leaves, so
+	// that the last connections still have time to end. Zero means
+	// DefaultSpread; negative means all at once.
+	Spread time.Duration
 
 	setup     sync.Once
 	setupErr  error
@@ -73,8 +89,8 @@ type HTTP struct {
 	wrap      wrapUp
 	mu        sync.Mutex
 	conns     map[net.Conn]*connInfo
-	hijacked  map[net.Conn]struct{} // handed to handlers; removed when they close them
-	cutting   bool                  // closes of hijacked connections from now on are cuts
+	hijacked  map[net.Conn]*connInfo // handed to handlers; removed when they close them
+	cutting   bool                   // closes of hijacked connections from now on are cuts
 	listeners map[net.Listener]struct{}
 	serving   sync.WaitGroup // Serve calls still in their accept loop
 	drainedAt time.Time
@@ -100,6 +116,27 @@ type connInfo struct {
 	// GOAWAY; noticed says the drain has begun doing so.
 	tap     *h2Tap
 	noticed bool
+	// goAt is when, during the drain, the connection's turn to be told to
+	// go away comes (see HTTP.Spread); turned says it has come, and wrap
+	// is closed then, for the handlers of its requests (see WrapUp).
+	goAt   time.Time
+	turned atomic.Bool
+	wrap   wrapUp
+}
+
+// connKey is the context key under which a connection's *connInfo
+// travels in its requests' contexts.
+type connKey struct{}
+
+// unwrapTapped returns the connection as the drain tracks it, and its tap
+// if it has one: net/http's hooks name a TLS connection the HTTP/2 server
+// serves through a tap by the tap's wrapper or by the *tls.Conn inside it,
+// depending on the hook and the Go release.
+func unwrapTapped(c net.Conn) (net.Conn, *h2Tap) {
+	if w, ok := c.(*tlsH2Conn); ok {
+		return w.Conn, w.tapped()
+	}
+	return c, nil
 }
 
 // Serve accepts connections on ln and serves them with Server, like
@@ -154,7 +191,7 @@ func (h *HTTP) init() {
 	}
 	h.setup.Do(func() {
 		h.conns = make(map[net.Conn]*connInfo)
-		h.hijacked = make(map[net.Conn]struct{})
+		h.hijacked = make(map[net.Conn]*connInfo)
 		h.listeners = make(map[net.Listener]struct{})
 		// The server travels in every request's context from the base
 		// context, which costs nothing per request (unlike
@@ -172,6 +209,17 @@ func (h *HTTP) init() {
 			next = http.DefaultServeMux
 		}
 		h.Server.Handler = h.lameDuck(next)
+		// Each connection's record travels in its requests' contexts
+		// (net/http derives them from the connection's), so that a
+		// response or a handler learns of its connection's turn without
+		// a lookup.
+		userConnCtx := h.Server.ConnContext
+		h.Server.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+			if userConnCtx != nil {
+				ctx = userConnCtx(ctx, c)
+			}
+			return context.WithValue(ctx, connKey{}, h.register(c))
+		}
 		h.setupErr = h.setupHTTP2()
 		userHook := h.Server.ConnState
 		h.Server.ConnState = func(c net.Conn, s http.ConnState) {
@@ -183,20 +231,42 @@ func (h *HTTP) init() {
 	})
 }
 
-func (h *HTTP) track(c net.Conn, s http.ConnState) {
-	var tap *h2Tap
-	if w, ok := c.(*tlsH2Conn); ok {
-		// Known by the *tls.Conn inside it: before Go 1.27 net/http
-		// reports that as new and closed, the HTTP/2 server the wrapper.
-		c, tap = w.Conn, w.tapped()
+// register returns the record of a connection just accepted, which
+// ConnContext sees before the connection's first state change.
+func (h *HTTP) register(c net.Conn) *connInfo {
+	c, _ = unwrapTapped(c)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ci := h.conns[c]
+	if ci == nil {
+		ci = &connInfo{state: http.StateNew, since: time.Now()}
+		h.conns[c] = ci
 	}
+	return ci
+}
+
+func (h *HTTP) track(c net.Conn, s http.ConnState) {
+	// Known by the *tls.Conn inside it: before Go 1.27 net/http reports
+	// that as new and closed, the HTTP/2 server the wrapper.
+	c, tap := unwrapTapped(c)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	switch s {
 	case http.StateNew:
-		h.conns[c] = &connInfo{state: s, since: time.Now()}
-		if h.draining.Load() {
+		ci := h.conns[c]
+		if ci == nil {
+			// Served without ConnContext (a server of net/http's own,
+			// such as one of Serve's HTTP/2 connections).
+			ci = &connInfo{}
+			h.conns[c] = ci
+		}
+		ci.state, ci.since = s, time.Now()
+		if h.draining.Load() && ci.goAt.IsZero() {
+			// Accepted just before the listener closed, and not yet
+			// known when the drain gave out turns: its turn is now.
 			h.open++
+			ci.goAt = h.drainedAt
+			h.turnLocked(ci)
 		}
 	case http.StateActive, http.StateIdle:
 		ci := h.conns[c]
@@ -228,9 +298,9 @@ func (h *HTTP) track(c net.Conn, s http.ConnState) {
 	case http.StateHijacked:
 		// The handler owns the connection from now on; it stays
 		// tracked until the handler closes it (see hijackedConn).
-		if _, ok := h.conns[c]; ok {
+		if ci, ok := h.conns[c]; ok {
 			delete(h.conns, c)
-			h.hijacked[c] = struct{}{}
+			h.hijacked[c] = ci
 		}
 	case http.StateClosed:
 		if ci, ok := h.conns[c]; ok {
@@ -310,6 +380,7 @@ func (h *HTTP) Drain(ctx context.Context) (Report, error) {
 	h.draining.Store(true)
 	h.drainedAt = start
 	h.open = len(h.conns) + len(h.hijacked)
+	h.giveTurnsLocked(ctx, start)
 	listeners := h.listeners
 	h.listeners = map[net.Listener]struct{}{}
 	h.mu.Unlock()
@@ -345,8 +416,8 @@ func (h *HTTP) Drain(ctx context.Context) (Report, error) {
 		h1, rest, noticing := h.sweep(ctx, idle, notice)
 		if acceptDone && h1 == 0 && noticing == 0 && shutdown == nil {
 			// Only HTTP/2 and hijacked connections are left, if any, and
-			// every HTTP/2 client has had the notice GOAWAY and a round
-			// trip to act on it. Shutdown sends every HTTP/2 connection
+			// every HTTP/2 client has had its turn, the notice GOAWAY and
+			// a round trip to act on it. Shutdown sends every HTTP/2 connection
 			// its final GOAWAY and leaves hijacked ones alone; no HTTP/1.x
 			// connection is left for it to close while a client reuses
 			// it. It also lets Serve return and releases the server's
@@ -369,6 +440,9 @@ func (h *HTTP) Drain(ctx context.Context) (Report, error) {
 			shutdownDone = true
 			shutdown = make(chan error) // never ready again
 		case <-ctx.Done():
+			h.mu.Lock()
+			h.turnAllLocked() // the handlers still waiting for their turn: it is over
+			h.mu.Unlock()
 			busy := h.cutHijacked()
 			// Close also closes connections the tracking has not seen yet,
 			// and makes the accept loops return.
@@ -419,6 +493,16 @@ func (h *HTTP) sweep(ctx context.Context, idle, notice time.Duration) (h1, rest,
 	now := time.Now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	for _, ci := range h.conns {
+		if !now.Before(ci.goAt) {
+			h.turnLocked(ci)
+		}
+	}
+	for _, ci := range h.hijacked {
+		if !now.Before(ci.goAt) {
+			h.turnLocked(ci)
+		}
+	}
 	noticing = h.noticeLocked(ctx, notice)
 	for c, ci := range h.conns {
 		if ci.h2 {
@@ -426,12 +510,12 @@ func (h *HTTP) sweep(ctx context.Context, idle, notice time.Duration) (h1, rest,
 			continue
 		}
 		h1++
-		if ci.state != http.StateIdle && ci.state != http.StateNew {
+		if !ci.turned.Load() || ci.state != http.StateIdle && ci.state != http.StateNew {
 			continue
 		}
 		since := ci.since
-		if since.Before(h.drainedAt) {
-			since = h.drainedAt
+		if since.Before(ci.goAt) {
+			since = ci.goAt
 		}
 		if now.Sub(since) >= idleWait(idle, ci) {
 			// The server sees the close and reports StateClosed, which
@@ -440,6 +524,49 @@ func (h *HTTP) sweep(ctx context.Context, idle, notice time.Duration) (h1, rest,
 		}
 	}
 	return h1, rest + len(h.hijacked), noticing
+}
+
+// giveTurnsLocked gives every connection its turn to be told to go away,
+// at even intervals over the spread from start (see HTTP.Spread); the
+// order is the map's, which is as good as any. The caller holds mu.
+func (h *HTTP) giveTurnsLocked(ctx context.Context, start time.Time) {
+	spread := h.Spread
+	if spread == 0 {
+		spread = DefaultSpread
+	}
+	spread = max(spread, 0)
+	if d, ok := ctx.Deadline(); ok {
+		spread = min(spread, d.Sub(start)/2)
+	}
+	n := len(h.conns) + len(h.hijacked)
+	k := 0
+	for _, m := range []map[net.Conn]*connInfo{h.conns, h.hijacked} {
+		for _, ci := range m {
+			ci.goAt = start.Add(time.Duration(int64(spread) * int64(k) / int64(max(n, 1))))
+			k++
+		}
+	}
+}
+
+// turnLocked marks the connection's turn as come: its next HTTP/1.x
+// response says "Connection: close", an HTTP/2 one gets the notice GOAWAY,
+// and the handlers of its requests see WrapUp. The caller holds mu.
+func (h *HTTP) turnLocked(ci *connInfo) {
+	if !ci.turned.Load() {
+		ci.turned.Store(true)
+		ci.wrap.fire()
+	}
+}
+
+// turnAllLocked gives every connection its turn at once. The caller holds
+// mu.
+func (h *HTTP) turnAllLocked() {
+	for _, ci := range h.conns {
+		h.turnLocked(ci)
+	}
+	for _, ci := range h.hijacked {
+		h.turnLocked(ci)
+	}
 }
 
 // maxIdleWaits bounds idleWait, in IdleTimeouts.
@@ -474,9 +601,11 @@ func (h *HTTP) WrapUp() <-chan struct{} { return h.wrap.channel() }
 // requests' contexts.
 type serverKey struct{}
 
-// WrapUp returns a channel that is closed when the drain of the server
-// handling the request whose context is ctx begins; nil (a channel that is
-// never ready) if the request is not served through an [HTTP]. A WebSocket
+// WrapUp returns a channel that is closed when, during the drain of the
+// server handling the request whose context is ctx, the turn of the
+// request's connection comes to be told to go away (see HTTP.Spread: at
+// the drain's start, or up to Spread later); nil (a channel that is never
+// ready) if the request is not served through an [HTTP]. A WebSocket
 // handler, for example, selects on it to send a close frame 1001 "going
 // away" and end:
 //
@@ -488,24 +617,29 @@ type serverKey struct{}
 //		return
 //	}
 func WrapUp(ctx context.Context) <-chan struct{} {
+	if ci, ok := ctx.Value(connKey{}).(*connInfo); ok {
+		return ci.wrap.channel()
+	}
 	if h, ok := ctx.Value(serverKey{}).(*HTTP); ok {
 		return h.WrapUp()
 	}
 	return nil
 }
 
-// lameDuck marks responses written during the drain with "Connection:
-// close". The decision is taken when the response header is written, not
-// when the request arrived, so a slow response already in flight when the
-// drain begins carries it too, and its connection closes right after it.
+// lameDuck marks responses written during the drain, once their
+// connection's turn has come (see HTTP.Spread), with "Connection: close".
+// The decision is taken when the response header is written, not when the
+// request arrived, so a slow response already in flight then carries it
+// too, and its connection closes right after it.
 func (h *HTTP) lameDuck(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// A tapped HTTP/2 connection gets its GOAWAYs from the drain: the
 		// server would turn "Connection: close" into a GOAWAY of its own
 		// at once, which refuses the streams the client is opening.
 		lw := &lameDuckWriter{ResponseWriter: w, h: h, tapped: h.twoPhase && r.ProtoMajor == 2}
+		lw.conn, _ = r.Context().Value(connKey{}).(*connInfo)
 		next.ServeHTTP(lw, r)
-		if !lw.wroteHeader && !lw.tapped && h.draining.Load() {
+		if !lw.wroteHeader && !lw.tapped && lw.told() {
 			// The server writes the header after we return.
 			w.Header().Set("Connection", "close")
 		}
@@ -515,14 +649,21 @@ func (h *HTTP) lameDuck(next http.Handler) http.Handler {
 type lameDuckWriter struct {
 	http.ResponseWriter
 	h           *HTTP
+	conn        *connInfo // nil if the request's context does not say
 	tapped      bool
 	wroteHeader bool
+}
+
+// told reports whether the response's connection has been told to go
+// away: the drain has begun and the connection's turn has come.
+func (w *lameDuckWriter) told() bool {
+	return w.h.draining.Load() && (w.conn == nil || w.conn.turned.Load())
 }
 
 func (w *lameDuckWriter) WriteHeader(code int) {
 	if !w.wroteHeader && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		w.wroteHeader = true
-		if !w.tapped && w.h.draining.Load() && code != http.StatusSwitchingProtocols {
+		if !w.tapped && w.told() && code != http.StatusSwitchingProtocols {
 			w.Header().Set("Connection", "close")
 		}
 	}

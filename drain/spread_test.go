@@ -1,0 +1,235 @@
+package drain
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The drain tells its connections to go away over HTTP.Spread, not all at
+// once, so that their clients do not all reconnect to the next generation
+// in the same instant. These tests look at when each connection was told,
+// from the client's side, relative to the drain's start.
+
+// spreadConns is how many connections the spread tests use: enough that
+// "all at once" and "over the spread" cannot be confused.
+const spreadConns = 12
+
+// checkSpread fails unless the times at which the connections were told
+// (offsets from the drain's start) cover the spread: the first within a
+// tenth of it, the last after half of it, and no more than a third of them
+// in any tenth of it. All at once (the mechanism off) fails all but the
+// first.
+func checkSpread(t *testing.T, told []time.Duration, spread time.Duration) {
+	t.Helper()
+	slices.Sort(told)
+	t.Logf("told after %v", told)
+	if len(told) != spreadConns {
+		t.Fatalf("%d connections were told, want %d", len(told), spreadConns)
+	}
+	if told[0] > spread/10+50*time.Millisecond {
+		t.Errorf("the first connection was told %v after the drain began; its turn is at once", told[0])
+	}
+	if last := told[len(told)-1]; last < spread/2 {
+		t.Errorf("every connection was told within %v of the drain's start; want them spread over %v", last, spread)
+	}
+	tenths := map[time.Duration]int{}
+	for _, d := range told {
+		tenths[d/(spread/10)]++
+	}
+	for tenth, n := range tenths {
+		if n > spreadConns/3 {
+			t.Errorf("%d of %d connections were told in the same tenth (%d) of the spread", n, spreadConns, tenth)
+		}
+	}
+}
+
+func TestSpreadKeepAliveConnectionClose(t *testing.T) {
+	const spread = 600 * time.Millisecond
+	h := &HTTP{Server: &http.Server{Handler: handler()}, Spread: spread, IdleTimeout: 5 * time.Second}
+	addr, served := serve(t, h)
+	clients := make([]*client, spreadConns)
+	for i := range clients {
+		clients[i] = dial(t, addr)
+		clients[i].get("/")
+	}
+	var (
+		mu    sync.Mutex
+		told  []time.Duration
+		start = make(chan time.Time, 1)
+		wg    sync.WaitGroup
+	)
+	res := drainAsync(h, 10*time.Second)
+	begun := time.Now()
+	start <- begun
+	for _, c := range clients {
+		// Each client keeps using its connection, a request every 10 ms,
+		// until a response says Connection: close; every response is a
+		// 200 (client.get fails the test otherwise).
+		wg.Go(func() {
+			for n := 0; n < 300; n++ {
+				if resp := c.get("/"); resp.Close {
+					mu.Lock()
+					told = append(told, time.Since(begun))
+					mu.Unlock()
+					if !c.closedByServer() {
+						t.Error("the server kept a connection after Connection: close")
+					}
+					return
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			t.Error("a connection was never told to close")
+		})
+	}
+	wg.Wait()
+	r := <-res
+	if r.err != nil || r.r.Ended != spreadConns || r.r.Cut != 0 {
+		t.Fatalf("Drain = %v, %v; want %d ended, 0 cut", r.r, r.err, spreadConns)
+	}
+	<-served
+	checkSpread(t, told, spread)
+}
+
+func TestSpreadHTTP2GoAway(t *testing.T) {
+	const spread = 600 * time.Millisecond
+	h, addr := h2Server(t, false)
+	h.Spread = spread
+	tr, watchers := h2Client(t, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ccs := make([]*http.ClientConn, spreadConns)
+	for i := range ccs {
+		cc, err := tr.NewClientConn(ctx, "http", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		if _, err := h2Get(cc, "http", addr, "/"); err != nil {
+			t.Fatal(err)
+		}
+		ccs[i] = cc
+	}
+	begun := time.Now()
+	res := drainIn(h, 10*time.Second)
+	// Until its GOAWAY, each connection still serves: keep one request
+	// going on each, as a client would.
+	var wg sync.WaitGroup
+	for _, cc := range ccs {
+		wg.Go(func() {
+			for cc.Available() > 0 && time.Since(begun) < 5*time.Second {
+				if _, err := h2Get(cc, "http", addr, "/"); err != nil && cc.Available() > 0 {
+					t.Errorf("request before the connection's GOAWAY: %v", err)
+					return
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+	}
+	wg.Wait()
+	got := <-res
+	if got.err != nil || got.r.Ended != spreadConns || got.r.Cut != 0 {
+		t.Fatalf("Drain = %v, %v; want %d ended, 0 cut", got.r, got.err, spreadConns)
+	}
+	var told []time.Duration
+	for _, w := range *watchers {
+		w.mu.Lock()
+		if !w.firstGoAway.IsZero() {
+			told = append(told, w.firstGoAway.Sub(begun))
+		}
+		w.mu.Unlock()
+	}
+	checkSpread(t, told, spread)
+}
+
+func TestSpreadHijackedWrapUp(t *testing.T) {
+	const spread = 600 * time.Millisecond
+	var handlers sync.WaitGroup
+	defer handlers.Wait()
+	h := &HTTP{Server: &http.Server{Handler: hijackHandler(&handlers, false)}, Spread: spread}
+	addr, served := serve(t, h)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var told []time.Duration
+	begun := make(chan time.Time)
+	for range spreadConns {
+		c, r := dialHijack(t, addr)
+		wg.Go(func() {
+			start := <-begun
+			if l, _ := r.ReadString('\n'); l != "BYE\n" {
+				t.Errorf("got %q, want BYE", l)
+				return
+			}
+			mu.Lock()
+			told = append(told, time.Since(start))
+			mu.Unlock()
+			c.Close()
+		})
+	}
+	now := time.Now()
+	res := drainIn(h, 10*time.Second)
+	for range spreadConns {
+		begun <- now
+	}
+	wg.Wait()
+	if got := <-res; got.err != nil || got.r.Ended != spreadConns {
+		t.Fatalf("Drain = %v, %v; want %d ended", got.r, got.err, spreadConns)
+	}
+	<-served
+	checkSpread(t, told, spread)
+}
+
+// A spread longer than the drain's deadline allows is cut to half of
+// what the deadline leaves, and a negative one tells every connection at
+// once.
+func TestSpreadBounds(t *testing.T) {
+	for _, tc := range []struct {
+		name            string
+		spread, timeout time.Duration
+		within          time.Duration
+	}{
+		{"capped by the deadline", time.Minute, 800 * time.Millisecond, 400 * time.Millisecond},
+		{"negative is at once", -1, 10 * time.Second, 60 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var handlers sync.WaitGroup
+			defer handlers.Wait()
+			h := &HTTP{Server: &http.Server{Handler: hijackHandler(&handlers, false)}, Spread: tc.spread}
+			addr, served := serve(t, h)
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			var last time.Duration
+			begun := make(chan time.Time)
+			for range spreadConns {
+				c, r := dialHijack(t, addr)
+				wg.Go(func() {
+					start := <-begun
+					if l, _ := r.ReadString('\n'); l != "BYE\n" {
+						t.Errorf("got %q, want BYE", l)
+						return
+					}
+					mu.Lock()
+					last = max(last, time.Since(start))
+					mu.Unlock()
+					c.Close()
+				})
+			}
+			now := time.Now()
+			res := drainIn(h, tc.timeout)
+			for range spreadConns {
+				begun <- now
+			}
+			wg.Wait()
+			if got := <-res; got.err != nil {
+				t.Fatalf("Drain: %v", got.err)
+			}
+			<-served
+			if last > tc.within {
+				t.Errorf("the last connection was told after %v, want within %v", last, tc.within)
+			}
+		})
+	}
+}
