@@ -243,6 +243,15 @@ func h2Client(useTLS bool) kindClient {
 			}
 			return cc, nil
 		}
+		// redial opens the connection a request needs because its last
+		// one ended, and counts the time in the request's Reconnect.
+		redial := func(ctx context.Context, r *timeline.Request) (*http2.ClientConn, error) {
+			start := time.Now()
+			cc, err := dial(ctx)
+			r.Reconnect += time.Since(start)
+			dialed(scheme, r.Start, err)
+			return cc, err
+		}
 		if err := t.check(); err != nil {
 			return nil, err
 		}
@@ -265,8 +274,7 @@ func h2Client(useTLS bool) kindClient {
 				pid, err := func() (int, error) {
 					if cc == nil {
 						var err error
-						cc, err = dial(rctx)
-						dialed(scheme, r.Start, err)
+						cc, err = redial(rctx, &r)
 						if err != nil {
 							return 0, err
 						}
@@ -284,8 +292,7 @@ func h2Client(useTLS bool) kindClient {
 						// connection is what any client does, not a
 						// resend.
 						cc.Close()
-						cc, err = dial(rctx)
-						dialed(scheme, r.Start, err)
+						cc, err = redial(rctx, &r)
 						if err != nil {
 							return 0, err
 						}

@@ -5,7 +5,7 @@
 // peak RSS of the old and the new generation while both run, and a picture
 // of each run over time.
 //
-//	cd examples/extra && go run ./bench [-runs 3] [-upgrades 10] [-gap 1s] [-out DIR] [-kinds h2c,raw-tcp]
+//	cd examples/extra && go run ./bench [-runs 3] [-upgrades 10] [-gap 1s] [-out DIR] [-kinds h2c,raw-tcp] [-args '-preflight']
 //
 // The kinds: HTTP/1.1 keep-alive, a new connection per request, h2c,
 // HTTP/2 over TLS, gRPC unary, WebSocket echo and raw TCP. Each runs against
@@ -13,7 +13,10 @@
 // (examples/http, examples/extra/web, examples/extra/grpc, examples/tcp),
 // and, where it can serve the kind, against a server written the way
 // tableflip's README shows (internal/baseline), one after the other in the
-// same run so that both see the same machine.
+// same run so that both see the same machine. -args gives the library's
+// examples flags beyond their defaults (the tableflip server gets none),
+// for example -args -preflight with the HTTP/1.1 kinds to measure
+// examples/http's opt-in pre-flight.
 //
 // It lives in the examples/extra module because the HTTP/2, gRPC and
 // WebSocket clients need dependencies the library's own module must not
@@ -32,6 +35,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -49,7 +53,8 @@ type config struct {
 	Window         time.Duration // "near an upgrade": started within ± this of a SIGHUP
 	Out            string        // where bench.md and the pictures go; empty: a new temporary directory
 	Kinds          []string
-	Command        string // how it was invoked, for the report
+	Args           []string // more flags for the library's examples
+	Command        string   // how it was invoked, for the report
 }
 
 func defaultConfig() config {
@@ -96,6 +101,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&cfg.Sample, "sample", cfg.Sample, "how often each generation's CPU time and RSS are read")
 	fs.StringVar(&cfg.Out, "out", "", "`directory` for bench.md and the SVGs (default: a new temporary directory)")
 	kinds := fs.String("kinds", strings.Join(cfg.Kinds, ","), "comma-separated traffic kinds to run")
+	extra := fs.String("args", "", "more flags for the library's examples, space-separated (the tableflip server gets none)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -104,6 +110,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		fmt.Fprintln(stderr, "bench:", err)
 		return cfg, err
 	}
+	cfg.Args = strings.Fields(*extra)
 	cfg.Kinds = nil
 	for k := range strings.SplitSeq(*kinds, ",") {
 		if k = strings.TrimSpace(k); k == "" {
@@ -121,6 +128,13 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		fmt.Fprintln(stderr, "bench:", err)
 		return cfg, err
 	}
-	cfg.Command = strings.Join(append([]string{"go run ./bench"}, args...), " ")
+	words := []string{"go run ./bench"}
+	for _, a := range args {
+		if strings.ContainsAny(a, " \t'") {
+			a = strconv.Quote(a)
+		}
+		words = append(words, a)
+	}
+	cfg.Command = strings.Join(words, " ")
 	return cfg, nil
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -112,5 +113,25 @@ func checkSVG(t *testing.T, path string) {
 	}
 	if root != "svg" {
 		t.Errorf("%s: root element %q, want svg", path, root)
+	}
+}
+
+// -args reaches the library's examples, and only them: the tableflip
+// server is measured as its README writes it.
+func TestArgsReachOnlyTheLibrarysExamples(t *testing.T) {
+	cfg, err := parseFlags([]string{"-kinds", "http1-keepalive", "-args", "-preflight -drain-timeout 5s"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"-addr", "A", "-pidfile", "P", "-preflight", "-drain-timeout", "5s"}
+	if got := serverArgs(cfg, hitlessHTTP, []string{"A"}, "P"); !slices.Equal(got, want) {
+		t.Errorf("hitless gets %q, want %q", got, want)
+	}
+	want = []string{"-addr", "A", "-pidfile", "P"}
+	if got := serverArgs(cfg, readmeHTTP, []string{"A"}, "P"); !slices.Equal(got, want) {
+		t.Errorf("tableflip-readme gets %q, want %q", got, want)
+	}
+	if want := `go run ./bench -kinds http1-keepalive -args "-preflight -drain-timeout 5s"`; cfg.Command != want {
+		t.Errorf("the report says %q, want %q", cfg.Command, want)
 	}
 }

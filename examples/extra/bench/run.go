@@ -164,7 +164,7 @@ func measure(ctx context.Context, cfg config, kind string, s serverSpec, bin, wo
 	defer logf.Close()
 	srv, err := harness.Start(ctx, harness.Config{
 		Binary:  bin,
-		Args:    append(s.args(addrs), "-pidfile", base+".pid"),
+		Args:    serverArgs(cfg, s, addrs, base+".pid"),
 		PIDFile: base + ".pid",
 		Log:     logf,
 	})
@@ -246,6 +246,16 @@ func measure(ctx context.Context, cfg config, kind string, s serverSpec, bin, wo
 		stopErr = fmt.Errorf("stop: %w", stopErr)
 	}
 	return run, errors.Join(upErr, l.err, stopErr)
+}
+
+// serverArgs are a server's flags: its addresses, its pid file and, for
+// the library's examples, -args.
+func serverArgs(cfg config, s serverSpec, addrs []string, pidFile string) []string {
+	args := append(s.args(addrs), "-pidfile", pidFile)
+	if s.name == "hitless" {
+		args = append(args, cfg.Args...)
+	}
+	return args
 }
 
 // upgrade is srv.Upgrade while watching the new generation from its start.

@@ -142,6 +142,11 @@ func lineWorker(ctx context.Context, addr string, id int, next time.Time, every 
 		var err error
 		if conn == nil {
 			conn, err = dialLine(addr, deadline)
+			if n > 1 {
+				// The server ended the last connection (BYE, or a
+				// failure): this one is a reconnection.
+				req.Reconnect = time.Since(start)
+			}
 		}
 		if err == nil {
 			req.PID = conn.pid
