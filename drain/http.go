@@ -530,14 +530,7 @@ func (h *HTTP) sweep(ctx context.Context, idle, notice time.Duration) (h1, rest,
 // at even intervals over the spread from start (see HTTP.Spread); the
 // order is the map's, which is as good as any. The caller holds mu.
 func (h *HTTP) giveTurnsLocked(ctx context.Context, start time.Time) {
-	spread := h.Spread
-	if spread == 0 {
-		spread = DefaultSpread
-	}
-	spread = max(spread, 0)
-	if d, ok := ctx.Deadline(); ok {
-		spread = min(spread, d.Sub(start)/2)
-	}
+	spread := spreadFor(ctx, h.Spread)
 	n := len(h.conns) + len(h.hijacked)
 	k := 0
 	for _, m := range []map[net.Conn]*connInfo{h.conns, h.hijacked} {
@@ -546,6 +539,20 @@ func (h *HTTP) giveTurnsLocked(ctx context.Context, start time.Time) {
 			k++
 		}
 	}
+}
+
+// spreadFor is the spread a drain under ctx uses for the setting s (see
+// HTTP.Spread): DefaultSpread for zero, none for a negative one, at most
+// half the time ctx leaves.
+func spreadFor(ctx context.Context, s time.Duration) time.Duration {
+	if s == 0 {
+		s = DefaultSpread
+	}
+	s = max(s, 0)
+	if d, ok := ctx.Deadline(); ok {
+		s = min(s, time.Until(d)/2)
+	}
+	return max(s, 0)
 }
 
 // turnLocked marks the connection's turn as come: its next HTTP/1.x

@@ -11,14 +11,15 @@ import (
 )
 
 // Listener is a tracking listener for raw TCP (or unix) protocols: it
-// counts the connections it accepts, tells their handlers to finish when
-// the drain begins, and closes the ones still open at the deadline.
+// counts the connections it accepts, tells their handlers to finish during
+// the drain, one connection after another over Spread, and closes the ones
+// still open at the deadline.
 //
 // Serve from it instead of from the listener it wraps; a connection ends
 // for the drain when its handler (or anything else) closes it:
 //
 //	ln := &drain.Listener{Listener: inner}
-//	go acceptLoop(ln) // handlers select on ln.WrapUp()
+//	go acceptLoop(ln) // the handler of c selects on ln.WrapUpConn(c)
 //	report, err := ln.Drain(ctx)
 //
 // The handlers decide how to end at a clean protocol boundary: finish the
@@ -33,6 +34,14 @@ type Listener struct {
 	Listener net.Listener
 	// Name names the server in reports. Empty means "tcp".
 	Name string
+	// Spread is how long the drain takes to tell its connections'
+	// handlers to finish, through WrapUpConn: one connection after another
+	// at even intervals, so that their clients do not all reconnect to the
+	// next generation in the same instant (see HTTP.Spread). It is capped
+	// at half the time the drain's context leaves. Zero means
+	// DefaultSpread; negative means all at once. WrapUp is closed at the
+	// drain's start whatever Spread says.
+	Spread time.Duration
 
 	wrap      wrapUp
 	closed    wrapUp // Close was called: ends an Accept that holdAccepts holds
@@ -99,7 +108,9 @@ func (l *Listener) Accept() (net.Conn, error) {
 	l.fresh++
 	l.conns[tc] = struct{}{}
 	if l.draining {
+		// Accepted just before the listener closed: its turn is now.
 		l.open++
+		tc.wrap.fire()
 	}
 	return tc, nil
 }
@@ -121,6 +132,17 @@ func (l *Listener) Addr() net.Addr { return l.Listener.Addr() }
 // concurrent use, at any time.
 func (l *Listener) WrapUp() <-chan struct{} { return l.wrap.channel() }
 
+// WrapUpConn returns a channel that is closed when, during the drain, the
+// turn of c, a connection this Listener accepted, comes to finish (see
+// Spread); for any other connection it is WrapUp. Safe for concurrent use,
+// at any time.
+func (l *Listener) WrapUpConn(c net.Conn) <-chan struct{} {
+	if tc, ok := c.(*trackedConn); ok && tc.l == l {
+		return tc.wrap.channel()
+	}
+	return l.WrapUp()
+}
+
 // Conns returns the number of tracked connections open now.
 func (l *Listener) Conns() int {
 	l.mu.Lock()
@@ -128,13 +150,14 @@ func (l *Listener) Conns() int {
 	return len(l.conns)
 }
 
-// Drain stops accepting (closes the wrapped listener), closes WrapUp, and
-// waits until every tracked connection has been closed. If ctx is done
-// first, it closes the connections left, counts them as cut and returns an
-// error wrapping ctx.Err() with the report. Drain is not meant to be
-// called twice.
+// Drain stops accepting (closes the wrapped listener), closes WrapUp,
+// closes each connection's WrapUpConn in its turn over Spread, and waits
+// until every tracked connection has been closed. If ctx is done first, it
+// closes the connections left, counts them as cut and returns an error
+// wrapping ctx.Err() with the report. Drain is not meant to be called
+// twice.
 func (l *Listener) Drain(ctx context.Context) (Report, error) {
-	l.begin()
+	l.begin(spreadFor(ctx, l.Spread))
 	// An error means the server closed it already: accepting has stopped
 	// either way.
 	l.Listener.Close()
@@ -149,20 +172,51 @@ func (l *Listener) name() string {
 	return l.Name
 }
 
-// begin marks the start of the drain.
-func (l *Listener) begin() {
+// begin marks the start of the drain and gives every connection its turn
+// to be told to finish, at even intervals over spread (all at once if it
+// is zero).
+func (l *Listener) begin(spread time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.draining = true
 	l.drainedAt = time.Now()
 	l.open = len(l.conns)
 	l.empty = make(chan struct{}, 1)
+	k := 0
+	for c := range l.conns {
+		c.goAt = l.drainedAt.Add(time.Duration(int64(spread) * int64(k) / int64(len(l.conns))))
+		if spread <= 0 {
+			c.wrap.fire()
+		}
+		k++
+	}
 }
 
-// wait waits for the connections to end until ctx is done, then cuts.
+// turnsLocked closes the WrapUpConn of every connection whose turn has
+// come, and returns when the next turn is due (zero if none is left).
+// l.mu is held.
+func (l *Listener) turnsLocked(now time.Time) (next time.Time) {
+	for c := range l.conns {
+		if isClosed(c.wrap.channel()) {
+			continue
+		}
+		if !now.Before(c.goAt) {
+			c.wrap.fire()
+		} else if next.IsZero() || c.goAt.Before(next) {
+			next = c.goAt
+		}
+	}
+	return next
+}
+
+// wait gives the connections their turns and waits for them to end until
+// ctx is done, then cuts.
 func (l *Listener) wait(ctx context.Context) (Report, error) {
+	turn := time.NewTimer(0)
+	defer turn.Stop()
 	for {
 		l.mu.Lock()
+		next := l.turnsLocked(time.Now())
 		if len(l.conns) == 0 {
 			l.finished = true
 			r := l.reportLocked()
@@ -171,8 +225,14 @@ func (l *Listener) wait(ctx context.Context) (Report, error) {
 		}
 		empty := l.empty
 		l.mu.Unlock()
+		var due <-chan time.Time
+		if !next.IsZero() {
+			turn.Reset(time.Until(next))
+			due = turn.C
+		}
 		select {
 		case <-empty:
+		case <-due:
 		case <-ctx.Done():
 			return l.cutAll(ctx.Err())
 		}
@@ -185,6 +245,7 @@ func (l *Listener) cutAll(cause error) (Report, error) {
 	l.finished = true
 	conns := make([]*trackedConn, 0, len(l.conns))
 	for c := range l.conns {
+		c.wrap.fire() // a turn still to come: it is over
 		conns = append(conns, c)
 	}
 	l.mu.Unlock()
@@ -326,6 +387,8 @@ type trackedConn struct {
 	l        *Listener
 	once     sync.Once
 	accepted time.Time
+	wrap     wrapUp    // see Listener.WrapUpConn
+	goAt     time.Time // its turn during the drain; under l.mu
 	// fresh is true until the server first uses the connection (a Read,
 	// Write or deadline), or it is closed: see Listener.handedOver.
 	fresh atomic.Bool

@@ -13,8 +13,8 @@ import (
 )
 
 // lineServer serves a goodbye-aware line echo through ln: every line is
-// echoed; when the drain begins it sends "BYE" and keeps echoing until the
-// client closes, then closes.
+// echoed; when its connection's turn in the drain comes it sends "BYE" and
+// keeps echoing until the client closes, then closes.
 func lineServer(t *testing.T, ln *Listener) {
 	t.Helper()
 	var wg sync.WaitGroup
@@ -24,7 +24,7 @@ func lineServer(t *testing.T, ln *Listener) {
 			if err != nil {
 				return
 			}
-			wg.Go(func() { echo(c, ln.WrapUp()) })
+			wg.Go(func() { echo(c, ln.WrapUpConn(c)) })
 		}
 	})
 	t.Cleanup(func() {

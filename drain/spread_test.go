@@ -233,3 +233,46 @@ func TestSpreadBounds(t *testing.T) {
 		})
 	}
 }
+
+func TestSpreadListenerWrapUpConn(t *testing.T) {
+	const spread = 600 * time.Millisecond
+	ln := listen(t)
+	ln.Spread = spread
+	lineServer(t, ln)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var told []time.Duration
+	begun := make(chan time.Time)
+	for range spreadConns {
+		c, r := dialLine(t, ln.Addr().String())
+		wg.Go(func() {
+			start := <-begun
+			if l, _ := r.ReadString('\n'); l != "BYE\n" {
+				t.Errorf("got %q, want BYE", l)
+				return
+			}
+			mu.Lock()
+			told = append(told, time.Since(start))
+			mu.Unlock()
+			c.Close()
+		})
+	}
+	for ln.Conns() != spreadConns {
+		time.Sleep(time.Millisecond)
+	}
+	now := time.Now()
+	res := drainIn(ln, 10*time.Second)
+	for range spreadConns {
+		begun <- now
+	}
+	wg.Wait()
+	if got := <-res; got.err != nil || got.r.Ended != spreadConns {
+		t.Fatalf("Drain = %v, %v; want %d ended", got.r, got.err, spreadConns)
+	}
+	select {
+	case <-ln.WrapUp():
+	default:
+		t.Error("WrapUp is still open after the drain")
+	}
+	checkSpread(t, told, spread)
+}

@@ -77,7 +77,9 @@ func (s *Stopper) Drain(ctx context.Context) (Report, error) {
 		name = "grpc"
 	}
 	if s.Listener != nil {
-		s.Listener.begin()
+		// gRPC's GOAWAYs come from GracefulStop, all at once; the
+		// Listener has nothing to spread.
+		s.Listener.begin(0)
 		s.Listener.holdAccepts()
 		s.Listener.handedOver(ctx)
 		// If the server returns from GracefulStop or Stop without closing

@@ -7,7 +7,9 @@
 //	server: HELLO <pid>          on connect
 //	client: <text>               any line
 //	server: <text>               the same line, in order
-//	server: BYE                  once, when this generation drains
+//	server: BYE                  once, when this generation drains (the
+//	                             connections in turn over 250 ms, so that
+//	                             they do not all reconnect at once)
 //
 // After BYE the server still answers every line it receives, until the
 // client closes its side; then it closes too, so the client sees EOF
@@ -80,7 +82,7 @@ func run() error {
 			if err != nil {
 				return // the drain closed the listener
 			}
-			handlers.Go(func() { serve(c, ln.WrapUp()) })
+			handlers.Go(func() { serve(c, ln.WrapUpConn(c)) })
 		}
 	})
 
