@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/coder/websocket"
@@ -19,28 +20,56 @@ import (
 )
 
 // wsEcho sends a text message on a WebSocket to /ws and waits for its
-// echo. The server greets each connection with "HELLO <pid>". When a
-// generation drains it closes with 1001 "going away": the connection is
-// dropped and the next message dials the next generation (no message was
-// lost, so this is no retry). A message sent and never echoed, for
-// example one that crossed that close frame, is a failure, and is not
-// resent.
+// echo, one message at a time per connection. The server greets each
+// connection with "HELLO <pid>". When a generation drains it sends
+// "BYE <pid>" and goes on echoing: the client finishes the message it has
+// outstanding (a BYE read while waiting is not its echo, which still
+// comes), closes with 1000 and sends the next message on a new
+// connection, to the next generation (no message was lost, so this is no
+// retry). A server that closes with 1001 "going away" instead (one whose
+// clients were not expected to know BYE) is followed the same way, and a
+// message that crossed that close frame is never echoed. A message sent
+// and never echoed is a failure, and is not resent.
+//
+// Leaving does not hold up the next message: the close handshake runs on
+// its own goroutine while the next message dials, as a browser's close()
+// does. A close handshake that breaks is recorded as a failed request
+// although no message was lost, as raw-tcp records a broken leave: an
+// upgrade must not show clients errors of any kind.
 func wsEcho(ctx context.Context, t target) ([]timeline.Request, error) {
 	if err := t.check(); err != nil {
 		return nil, err
 	}
 	conns := predial(ctx, t.Conns, func(ctx context.Context) (*wsConn, error) { return wsDial(ctx, t.Addr) })
 	return drive(ctx, t, func(ctx context.Context, id int, p *pacer) []timeline.Request {
-		var out []timeline.Request
+		var (
+			out     []timeline.Request
+			leaving sync.WaitGroup
+			mu      sync.Mutex // guards out while leaves run
+		)
+		record := func(r timeline.Request) {
+			mu.Lock()
+			defer mu.Unlock()
+			out = append(out, r)
+		}
+		leave := func(c *wsConn) {
+			leaving.Go(func() {
+				start := time.Now()
+				if err := c.close(websocket.StatusNormalClosure); err != nil {
+					r := timeline.Request{Start: start, Latency: time.Since(start), Failed: true, PID: c.pid}
+					failure("ws", r, fmt.Errorf("close handshake: %w", err))
+					record(r)
+				}
+			})
+		}
 		c := conns[id]
-		defer func() {
-			if c != nil {
-				c.close(websocket.StatusNormalClosure)
-			}
-		}()
 		for n := 0; p.wait(ctx); n++ {
 			if c != nil && c.ended() {
-				c.close(websocket.StatusNormalClosure)
+				if c.bye {
+					leave(c)
+				} else {
+					c.close(websocket.StatusNormalClosure) // already closed by the server
+				}
 				c = nil
 			}
 			rctx, cancel := requestCtx(ctx)
@@ -49,7 +78,9 @@ func wsEcho(ctx context.Context, t target) ([]timeline.Request, error) {
 			send := func() error {
 				if c == nil {
 					var err error
+					began := time.Now()
 					c, err = wsDial(rctx, t.Addr)
+					r.Reconnect += time.Since(began)
 					dialed("ws", r.Start, err)
 					if err != nil {
 						return err
@@ -70,31 +101,39 @@ func wsEcho(ctx context.Context, t target) ([]timeline.Request, error) {
 				err = send()
 			}
 			if err == nil {
-				var got []byte
-				if got, err = c.next(rctx); err == nil && string(got) != string(msg) {
-					err = fmt.Errorf("echo %q for %q", got, msg)
-				}
+				err = c.echo(rctx, msg)
 			}
 			r.Latency, r.Failed = time.Since(r.Start), err != nil
 			cancel()
 			failure("ws", r, err)
-			out = append(out, r)
-			if err != nil && c != nil {
+			record(r)
+			switch {
+			case err != nil && c != nil:
 				c.close(websocket.StatusNormalClosure)
+				c = nil
+			case c != nil && c.bye:
+				// Nothing is outstanding: go now, so that the old
+				// generation can exit, rather than at the next message.
+				leave(c)
 				c = nil
 			}
 		}
+		if c != nil {
+			leave(c)
+		}
+		leaving.Wait()
 		return out
 	})
 }
 
 // wsConn is one WebSocket with a goroutine reading it, so that the
-// server's close frame is seen as soon as it arrives, before the next
-// message is sent into it.
+// server's BYE or close frame is seen as soon as it arrives, before the
+// next message is sent into it.
 type wsConn struct {
 	conn  *websocket.Conn
 	raw   net.Conn // under conn, to peek at
 	pid   int
+	bye   bool // the server has sent BYE
 	reads chan wsRead
 	done  chan struct{} // closed when the reader has returned
 	end   error         // the read error that ended the connection, once seen
@@ -164,12 +203,13 @@ func (c *wsConn) next(ctx context.Context) ([]byte, error) {
 	}
 }
 
-// ended reports whether the server ended the connection with close 1001
-// while it was idle (only a close or a break can arrive then: nothing is
-// owed). Any other end is left for the next message to fail on: it is a
-// failure the server caused, not a clean hand-over.
+// ended reports whether the connection should be left before the next
+// message: the server sent BYE, or ended it with close 1001, while it was
+// idle (only BYE or a close can arrive then: nothing is owed). Any other
+// end, or another message, is left for the next message to fail on: it is
+// a failure the server caused, not a clean hand-over.
 func (c *wsConn) ended() bool {
-	if c.end == nil {
+	if c.end == nil && !c.bye {
 		var r wsRead
 		got := false
 		select {
@@ -178,8 +218,8 @@ func (c *wsConn) ended() bool {
 		default:
 			// Bytes in the socket that the reader goroutine has not had
 			// the CPU to read yet (common while a new generation starts)
-			// are a close on its way: wait for it rather than send into
-			// it.
+			// are a BYE or a close on its way: wait for it rather than
+			// send into it.
 			if c.raw != nil && loadgen.PeerClosed(c.raw) {
 				tm := time.NewTimer(closeWait)
 				select {
@@ -190,14 +230,43 @@ func (c *wsConn) ended() bool {
 				tm.Stop()
 			}
 		}
-		if got {
-			if r.err == nil {
-				r.err = fmt.Errorf("unexpected message %q", r.data)
-			}
+		switch {
+		case !got:
+		case r.err != nil:
 			c.end = r.err
+		case c.isBye(r.data):
+			c.bye = true
+		default:
+			c.end = fmt.Errorf("unexpected message %q", r.data)
 		}
 	}
-	return c.end != nil && websocket.CloseStatus(c.end) == websocket.StatusGoingAway
+	return c.bye || c.end != nil && websocket.CloseStatus(c.end) == websocket.StatusGoingAway
+}
+
+// isBye reports whether data is this connection's BYE.
+func (c *wsConn) isBye(data []byte) bool { return string(data) == "BYE "+strconv.Itoa(c.pid) }
+
+// echo waits for msg's echo. A BYE that arrives first is noted and the
+// wait goes on: the server echoes every message it received before the
+// client closed.
+func (c *wsConn) echo(ctx context.Context, msg []byte) error {
+	for {
+		got, err := c.next(ctx)
+		switch {
+		case err != nil:
+			return err
+		case string(got) == string(msg):
+			// Checked first: a message that is itself "BYE <pid>" is
+			// echoed as such, and if this copy was the BYE, the echo
+			// that follows it is taken for the BYE when idle, to the
+			// same effect.
+			return nil
+		case !c.bye && c.isBye(got):
+			c.bye = true
+		default:
+			return fmt.Errorf("echo %q for %q", got, msg)
+		}
+	}
 }
 
 // goneAway waits (up to closeWait) for the reader to deliver the error
@@ -213,12 +282,19 @@ func (c *wsConn) goneAway() bool {
 	return websocket.CloseStatus(c.end) == websocket.StatusGoingAway
 }
 
-// close ends the connection and waits (bounded) for its reader.
-func (c *wsConn) close(code websocket.StatusCode) {
+// close ends the connection, with a close handshake unless the server
+// has already closed it, and waits (bounded) for its reader. The error is
+// the close handshake's: nil if the server sent a close frame back,
+// whatever its code (a server that closed with 1001 as the client closed
+// has ended the handshake as well as an answer would).
+func (c *wsConn) close(code websocket.StatusCode) error {
+	var err error
 	if c.end == nil {
 		// A clean close handshake, so the server sees a client that left,
 		// not a broken connection.
-		c.conn.Close(code, "")
+		if err = c.conn.Close(code, ""); websocket.CloseStatus(err) != -1 {
+			err = nil
+		}
 	}
 	c.conn.CloseNow()
 	tm := time.NewTimer(requestTimeout)
@@ -227,9 +303,9 @@ func (c *wsConn) close(code websocket.StatusCode) {
 		select {
 		case <-c.reads: // unblocks the reader, which then sees the close
 		case <-c.done:
-			return
+			return err
 		case <-tm.C:
-			return
+			return err
 		}
 	}
 }

@@ -6,8 +6,9 @@ package main
 
 // TestUpgradesUnderLoad builds this program (with -race) and upgrades it 20
 // times while WebSocket, h2c and HTTP/2-over-TLS clients talk to it at
-// once, each kind counting its own failures with clients that never retry
-// silently.
+// once, each kind counting its own failures with clients that never
+// resend; TestWebSocketUpgradesLoseNothing does the same with WebSocket
+// clients alone, at a higher rate.
 
 import (
 	"context"
@@ -48,13 +49,15 @@ type stats struct {
 	// than cleanly. Must be 0.
 	failed int64
 	// cleanEnds: connections the server ended with the protocol's clean
-	// close (close frame 1001; GOAWAY NO_ERROR then EOF).
+	// end (BYE, then the client's close handshake; GOAWAY NO_ERROR then
+	// EOF).
 	cleanEnds int64
-	// resent: WebSocket messages that crossed the server's close frame;
-	// the protocol lets the client send them again, and it did, to the
-	// next generation. Counted, not hidden. (An HTTP/2 request the
-	// server's GOAWAY left unprocessed is a failure.)
-	resent int64
+	// lost: WebSocket messages sent and never echoed (also in failed).
+	lost int64
+	// afterBye: WebSocket messages outstanding when the server's BYE
+	// arrived, echoed after it: those a close frame in its place would
+	// have lost.
+	afterBye int64
 	// unsent: HTTP/2 requests the client connection refused to send
 	// because a GOAWAY had just arrived; never on the wire.
 	unsent  int64
@@ -82,17 +85,25 @@ func (s *stats) fail(format string, args ...any) {
 }
 
 func (s *stats) String() string {
-	return fmt.Sprintf("%s: %d ok, %d failed, %d clean connection ends, %d resent after the server said it had not processed them, %d not sent (GOAWAY had arrived), %d generations",
-		s.kind, s.ok, s.failed, s.cleanEnds, s.resent, s.unsent, len(s.pids))
+	if s.kind == "websocket" {
+		return fmt.Sprintf("%s: %d ok, %d failed (%d messages never echoed), %d clean connection ends, %d echoed after BYE, %d generations",
+			s.kind, s.ok, s.failed, s.lost, s.cleanEnds, s.afterBye, len(s.pids))
+	}
+	return fmt.Sprintf("%s: %d ok, %d failed, %d clean connection ends, %d not sent (GOAWAY had arrived), %d generations",
+		s.kind, s.ok, s.failed, s.cleanEnds, s.unsent, len(s.pids))
 }
 
 // wsClient keeps one WebSocket open at a time, sends a message every pace
-// and checks its echo. A read goroutine sees the server's close frame as
-// soon as it arrives, so the client sends nothing after it, except a
-// message that crossed it on the wire, which it resends.
+// and checks its echo, never sending a message twice. A read goroutine
+// sees the server's BYE as soon as it arrives: read while idle, the client
+// leaves at once; read while it waits for an echo, it waits on (the echo
+// still comes) and leaves after it. Leaving is the close handshake (1000),
+// then a new connection, which must reach a newer generation. A message
+// never echoed is a failure, and so is a connection that ended any other
+// way, a close 1001 included: the server owes a client that knows BYE its
+// BYE, then every echo.
 func wsClient(ctx context.Context, addr string, id int, pace time.Duration, st *stats) {
 	byePID := 0
-	var pending []byte
 	n := 0
 	for ctx.Err() == nil {
 		dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -111,6 +122,7 @@ func wsClient(ctx context.Context, addr string, id int, pace time.Duration, st *
 		}
 		reads := make(chan read, 1)
 		go func() {
+			defer close(reads)
 			for {
 				_, data, err := c.Read(context.Background())
 				reads <- read{data, err}
@@ -119,9 +131,19 @@ func wsClient(ctx context.Context, addr string, id int, pace time.Duration, st *
 				}
 			}
 		}()
+		// finish closes the connection at once and waits for the reader,
+		// which then returns.
+		finish := func() {
+			c.CloseNow()
+			for range reads {
+			}
+		}
 		next := func() read {
 			select {
-			case r := <-reads:
+			case r, ok := <-reads:
+				if !ok {
+					return read{err: net.ErrClosed}
+				}
 				return r
 			case <-time.After(10 * time.Second):
 				return read{err: errors.New("no message within 10s")}
@@ -131,10 +153,7 @@ func wsClient(ctx context.Context, addr string, id int, pace time.Duration, st *
 		pid, perr := strconv.Atoi(strings.TrimPrefix(string(r.data), "HELLO "))
 		if r.err != nil || perr != nil {
 			st.fail("ws %d: hello %q: %v", id, r.data, r.err)
-			c.CloseNow()
-			for r.err == nil {
-				r = next()
-			}
+			finish()
 			continue
 		}
 		st.add(func(s *stats) {
@@ -143,62 +162,88 @@ func wsClient(ctx context.Context, addr string, id int, pace time.Duration, st *
 				s.samePID++
 			}
 		})
+		bye := "BYE " + strconv.Itoa(pid)
+		// idle handles what arrived while nothing was owed: only BYE or
+		// the end of the connection may.
 		var end error
-	conn:
-		for ctx.Err() == nil {
-			select {
-			case r := <-reads: // nothing is owed: only a close can come
+		sawBye := false
+		idle := func(r read) {
+			switch {
+			case r.err != nil:
 				end = r.err
+			case string(r.data) == bye:
+				sawBye = true
+			default:
+				end = fmt.Errorf("unexpected message %q", r.data)
+			}
+		}
+	conn:
+		for ctx.Err() == nil && end == nil && !sawBye {
+			select {
+			case r := <-reads:
+				idle(r)
 				break conn
 			default:
 			}
-			msg := pending
-			if msg == nil {
-				n++
-				msg = fmt.Appendf(nil, "ws %d message %d", id, n)
-			}
+			n++
+			msg := fmt.Appendf(nil, "ws %d message %d", id, n)
 			sent := time.Now()
 			if err := c.Write(context.Background(), websocket.MessageText, msg); err != nil {
-				pending = msg
-				end = next().err // the reason is the read side's
-				st.add(func(s *stats) { s.resent++ })
+				end = fmt.Errorf("writing %q: %w", msg, err)
+				st.add(func(s *stats) { s.lost++ })
 				break
 			}
-			r := next()
-			if r.err != nil {
-				pending = msg
-				end = r.err
-				st.add(func(s *stats) { s.resent++ })
-				break
+			byeFirst := false
+			for {
+				r := next()
+				if r.err == nil && string(r.data) == string(msg) {
+					break
+				}
+				if r.err == nil && !sawBye && string(r.data) == bye {
+					sawBye, byeFirst = true, true
+					continue
+				}
+				if r.err == nil {
+					r.err = fmt.Errorf("got %q", r.data)
+				}
+				end = fmt.Errorf("%q never echoed: %w", msg, r.err)
+				st.add(func(s *stats) { s.lost++ })
+				break conn
 			}
-			if string(r.data) != string(msg) {
-				st.fail("ws %d to %d: got %q for %q", id, pid, r.data, msg)
-				end = errors.New("mismatch")
-				break
-			}
-			pending = nil
 			st.lat.Record(sent, time.Since(sent))
-			st.add(func(s *stats) { s.ok++ })
+			st.add(func(s *stats) {
+				s.ok++
+				if byeFirst {
+					s.afterBye++
+				}
+			})
+			if sawBye {
+				break
+			}
 			select {
 			case r := <-reads:
-				end = r.err
-				break conn
+				idle(r)
 			case <-time.After(pace):
 			case <-ctx.Done():
 			}
 		}
 		switch {
-		case end == nil: // the test is over
-			c.Close(websocket.StatusNormalClosure, "done")
-			for next().err == nil {
+		case end != nil:
+			st.fail("ws %d to %d: connection ended with %v, want BYE", id, pid, end)
+			finish()
+		case sawBye:
+			// Leave as the protocol asks: the close handshake, which the
+			// server must answer.
+			if err := c.Close(websocket.StatusNormalClosure, ""); err != nil {
+				st.fail("ws %d to %d: close after BYE: %v", id, pid, err)
+			} else {
+				st.add(func(s *stats) { s.cleanEnds++ })
 			}
-		case websocket.CloseStatus(end) == websocket.StatusGoingAway:
-			st.add(func(s *stats) { s.cleanEnds++ })
 			byePID = pid
-			c.CloseNow()
-		default:
-			st.fail("ws %d to %d: connection ended with %v, want close 1001", id, pid, end)
-			c.CloseNow()
+			finish()
+		default: // the test is over
+			c.Close(websocket.StatusNormalClosure, "done")
+			finish()
 		}
 	}
 }
@@ -458,10 +503,11 @@ func TestUpgradesUnderLoad(t *testing.T) {
 	}
 }
 
-// TestWebSocketPastDeadlineIsCut holds a WebSocket whose client never
-// answers the close frame, and checks that the drain cuts it at the
-// deadline (not at coder/websocket's own 5 s close-handshake timeout) and
-// reports it.
+// TestWebSocketPastDeadlineIsCut holds a WebSocket whose client reads
+// nothing once greeted, so it answers neither the BYE nor the close frame
+// that follows it after the grace, and checks that the drain cuts it at
+// the deadline (not at coder/websocket's own 5 s close-handshake timeout)
+// and reports it.
 func TestWebSocketPastDeadlineIsCut(t *testing.T) {
 	dir := t.TempDir()
 	addr, err := harness.FreeTCPAddr()
@@ -482,7 +528,8 @@ func TestWebSocketPastDeadlineIsCut(t *testing.T) {
 	if _, hello, err := c.Read(ctx); err != nil || !strings.HasPrefix(string(hello), "HELLO ") {
 		t.Fatalf("hello %q, %v", hello, err)
 	}
-	// From now on the client reads nothing: the close frame goes unanswered.
+	// From now on the client reads nothing: the BYE goes unheeded, and
+	// the close frame after the grace (a quarter of 700ms) unanswered.
 	pid := s.PID()
 	begin := time.Now()
 	if err := s.Signal(syscall.SIGTERM); err != nil {
@@ -504,5 +551,124 @@ func TestWebSocketPastDeadlineIsCut(t *testing.T) {
 	}
 	if st.ExitStatus() != 1 {
 		t.Errorf("exit status %d, want 1 when a connection was cut", st.ExitStatus())
+	}
+}
+
+// TestWebSocketUpgradesLoseNothing upgrades the server 20 times while
+// WebSocket clients that never resend exchange messages as fast as their
+// echoes come back, and asserts that no message went unechoed, that every
+// connection ended with BYE and the client's close, and that every
+// upgrade produced a generation that serves, both HTTP and the WebSocket
+// clients' next connections.
+func TestWebSocketUpgradesLoseNothing(t *testing.T) {
+	const (
+		upgrades = 20
+		clients  = 8
+	)
+	dir := t.TempDir()
+	addr := harness.FreeAddrT(t)
+	pidFile := filepath.Join(dir, "web.pid")
+	s, _ := harness.StartT(t, harness.Config{Binary: serverBin, Args: []string{"-addr", addr, "-pidfile", pidFile}, PIDFile: pidFile})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	ws := newStats("websocket")
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	defer stopLoad()
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Go(func() { wsClient(loadCtx, addr, i, time.Millisecond, ws) })
+	}
+	time.Sleep(300 * time.Millisecond)
+	prev := s.PID()
+	var ups []harness.Upgrade
+	for i := range upgrades {
+		u, err := s.Upgrade(ctx)
+		if err != nil {
+			stopLoad()
+			wg.Wait()
+			t.Fatalf("upgrade %d: %v", i+1, err)
+		}
+		checkGeneration(t, i+1, prev, u, addr)
+		prev = u.New
+		ups = append(ups, u)
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	stopLoad()
+	wg.Wait()
+	t.Log(ws)
+	if ws.failed != 0 {
+		t.Errorf("%d failures: %s", ws.failed, strings.Join(ws.errs, "\n"))
+	}
+	if ws.cleanEnds < upgrades*clients*9/10 {
+		t.Errorf("%d connections ended with BYE and the client's close, want about %d (every connection at every upgrade)", ws.cleanEnds, upgrades*clients)
+	}
+	if ws.samePID != 0 {
+		t.Errorf("%d reconnections reached the generation that had sent them BYE", ws.samePID)
+	}
+	for i, u := range ups {
+		if ws.pids[u.New] == 0 {
+			t.Errorf("upgrade %d: no WebSocket reached the new generation %d", i+1, u.New)
+		}
+	}
+}
+
+// TestWebSocketByeGrace holds a WebSocket whose client ignores BYE, and
+// checks that the server goes on echoing after the BYE, then closes with
+// 1001 about -bye-grace after it, and that the generation then exits
+// cleanly, long before the drain's deadline.
+func TestWebSocketByeGrace(t *testing.T) {
+	const grace = 400 * time.Millisecond
+	dir := t.TempDir()
+	addr := harness.FreeAddrT(t)
+	pidFile := filepath.Join(dir, "web.pid")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, _ := harness.StartT(t, harness.Config{Binary: serverBin, Args: []string{"-addr", addr, "-pidfile", pidFile, "-bye-grace", grace.String(), "-drain-timeout", "20s"}, PIDFile: pidFile})
+	c, _, err := websocket.Dial(ctx, "ws://"+addr+"/ws", &websocket.DialOptions{
+		HTTPClient: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	pid := s.PID()
+	if _, hello, err := c.Read(ctx); err != nil || string(hello) != "HELLO "+strconv.Itoa(pid) {
+		t.Fatalf("hello %q, %v; want HELLO %d", hello, err, pid)
+	}
+	if err := s.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if _, bye, err := c.Read(ctx); err != nil || string(bye) != "BYE "+strconv.Itoa(pid) {
+		t.Fatalf("after SIGTERM: %q, %v; want BYE %d", bye, err, pid)
+	}
+	byeAt := time.Now()
+	// Ignoring BYE: one more message, which is owed its echo.
+	if err := c.Write(ctx, websocket.MessageText, []byte("after BYE")); err != nil {
+		t.Fatal(err)
+	}
+	if _, echo, err := c.Read(ctx); err != nil || string(echo) != "after BYE" {
+		t.Fatalf("echo after BYE: %q, %v", echo, err)
+	}
+	// The next read sees the server's close frame, and answers it.
+	_, data, err := c.Read(ctx)
+	took := time.Since(byeAt)
+	t.Logf("close %v %v after BYE (grace %v)", websocket.CloseStatus(err), took.Round(time.Millisecond), grace)
+	if websocket.CloseStatus(err) != websocket.StatusGoingAway {
+		t.Fatalf("after the echo: %q, %v; want close 1001", data, err)
+	}
+	// The server starts its timer once the BYE is written, a moment
+	// before the client reads it: took can fall short of the grace by
+	// that moment, and exceed it by the close frame's way here.
+	if took < grace-100*time.Millisecond || took > grace+time.Second {
+		t.Errorf("close 1001 %v after BYE was read, want about the %v grace", took, grace)
+	}
+	st, err := s.WaitExit(ctx, pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exited := time.Since(byeAt); !st.Exited() || st.ExitStatus() != 0 || exited > 5*time.Second {
+		t.Errorf("server ended with wait status %#x %v after BYE; want exit status 0, well before the 20s deadline", uint32(st), exited.Round(time.Millisecond))
 	}
 }

@@ -85,7 +85,7 @@ func h2loadThroughUpgrades(t *testing.T, useTLS bool) {
 			<-done // h2load ends with its duration, or is killed with ctx
 			t.Fatalf("upgrade %d: %v", i+1, err)
 		}
-		checkH2loadGeneration(t, i+1, prev, u, addr)
+		checkGeneration(t, i+1, prev, u, addr)
 		prev = u.New
 		res := <-done
 		if res.err != nil {
@@ -126,9 +126,9 @@ func h2loadThroughUpgrades(t *testing.T, useTLS bool) {
 	}
 }
 
-// checkH2loadGeneration checks that upgrade n replaced the generation prev
+// checkGeneration checks that upgrade n replaced the generation prev
 // with a new one that serves, and that the old one exited 0.
-func checkH2loadGeneration(t *testing.T, n, prev int, u harness.Upgrade, addr string) {
+func checkGeneration(t *testing.T, n, prev int, u harness.Upgrade, addr string) {
 	t.Helper()
 	if u.Old != prev || u.New == u.Old || u.New <= 0 {
 		t.Errorf("upgrade %d: %d -> %d after generation %d; want a new pid each time", n, u.Old, u.New, prev)
@@ -232,7 +232,7 @@ func TestWrkThroughUpgrades(t *testing.T) {
 			<-done
 			t.Fatalf("upgrade %d: %v", i+1, err)
 		}
-		checkH2loadGeneration(t, i+1, prev, u, addr)
+		checkGeneration(t, i+1, prev, u, addr)
 		prev = u.New
 		ups = append(ups, u)
 		time.Sleep(400 * time.Millisecond)
