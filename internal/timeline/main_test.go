@@ -8,13 +8,17 @@ import (
 	"go.uber.org/goleak"
 )
 
-// helperEnv turns the test binary into a child that burns CPU and holds
-// memory until killed, for the sampler test.
+// helperEnv turns the test binary into a child for the sampler tests: the
+// one of helpers it names.
 const helperEnv = "HITLESS_TIMELINE_TEST_HELPER"
 
+// helpers are the children, by the value of helperEnv; main_linux_test.go
+// adds the ones only Linux tests use.
+var helpers = map[string]func(){"burn": burn}
+
 func TestMain(m *testing.M) {
-	if os.Getenv(helperEnv) == "burn" {
-		burn()
+	if h := helpers[os.Getenv(helperEnv)]; h != nil {
+		h()
 		os.Exit(0)
 	}
 	goleak.VerifyTestMain(m)

@@ -1,6 +1,8 @@
 package timeline
 
 import (
+	"bufio"
+	"io"
 	"os"
 	"os/exec"
 	"strconv"
@@ -18,12 +20,25 @@ func TestClockTicks(t *testing.T) {
 }
 
 func TestReadProcSelf(t *testing.T) {
-	cpu, rss, ok := readProc(os.Getpid())
-	if !ok || rss <= 0 || cpu < 0 {
-		t.Fatalf("readProc(self) = %v, %d, %v", cpu, rss, ok)
+	before := selfCPU()
+	l, ok := readProc(os.Getpid())
+	after := selfCPU()
+	if !ok || l.rss <= 0 || l.ticks < 0 || !l.hasClock || l.threads != nil {
+		t.Fatalf("readProc(self) = %+v, %v; want an RSS, the clock and no thread list", l, ok)
 	}
-	if _, _, ok := readProc(unusedPID(t)); ok {
+	// getrusage counts microseconds.
+	if l.clock < before || l.clock > after+time.Microsecond {
+		t.Errorf("CPU clock %v, want between getrusage's %v and %v", l.clock, before, after)
+	}
+	threads := readThreads("/proc/" + strconv.Itoa(os.Getpid()) + "/task")
+	if _, ok := threads[os.Getpid()]; !ok {
+		t.Errorf("the main thread (TID = PID) is not among %v", threads)
+	}
+	if _, ok := readProc(unusedPID(t)); ok {
 		t.Error("readProc of a PID that does not exist succeeded")
+	}
+	if _, ok := processClock(unusedPID(t)); ok {
+		t.Error("the CPU clock of a PID that does not exist read")
 	}
 }
 
@@ -155,5 +170,175 @@ func TestSamplerStopWithoutWatch(t *testing.T) {
 	time.Sleep(5 * time.Millisecond)
 	if got := s.Stop(); len(got) != 0 {
 		t.Errorf("a sampler watching nothing recorded %v", got)
+	}
+}
+
+// TestSamplerCPUExact checks the sampler's CPU time against the kernel's
+// own accounting of a child (burnKnown) to well under one 10 ms tick,
+// across a thread of the child ending after it had used 80 ms. The child
+// reports its CPU time (getrusage, to the microsecond) when it goes idle;
+// the sampler's look at it while idle must agree to within cpuTolerance
+// either way, and not exceed what wait4 reports once it has exited. It
+// does so reading the process's CPU clock, and again without it, from
+// the threads' schedstat.
+func TestSamplerCPUExact(t *testing.T) {
+	t.Run("clock", func(t *testing.T) { testSamplerCPUExact(t, true) })
+	t.Run("schedstat", func(t *testing.T) {
+		cpuClock = func(int) (time.Duration, bool) { return 0, false }
+		t.Cleanup(func() { cpuClock = processClock })
+		testSamplerCPUExact(t, false)
+	})
+}
+
+func testSamplerCPUExact(t *testing.T, clock bool) {
+	const cpuTolerance = time.Millisecond
+	child := exec.Command(os.Args[0], "-test.run=^$")
+	child.Env = append(os.Environ(), helperEnv+"=cpu")
+	stdin, err := child.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := child.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewSampler(5 * time.Millisecond)
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			s.Stop()
+		}
+	})
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string)
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	waited := false
+	t.Cleanup(func() {
+		if !waited {
+			_ = child.Process.Kill()
+			go func() {
+				for range lines {
+				}
+			}()
+			<-read
+			_ = child.Wait()
+		}
+	})
+	kid := child.Process.Pid
+	s.Watch(kid)
+	// The child burns well under a second of CPU; 30 s allows for a
+	// machine busy with other tests.
+	deadline := time.After(30 * time.Second)
+	line := func(prefix string) int64 {
+		t.Helper()
+		select {
+		case l, ok := <-lines:
+			v, found := strings.CutPrefix(l, prefix+" ")
+			n, err := strconv.ParseInt(v, 10, 64)
+			if !ok || !found || err != nil {
+				t.Fatalf("child said %q (open %v), want %q and a number", l, ok, prefix)
+			}
+			return n
+		case <-deadline:
+			t.Fatalf("no %q from the child within 30s", prefix)
+		}
+		return 0
+	}
+	// atRest waits for two looks at the child after now, so that the
+	// last one is of the child idle, and returns the last one.
+	atRest := func() ProcSample {
+		t.Helper()
+		after := time.Now()
+		for {
+			var n int
+			var last ProcSample
+			s.mu.Lock()
+			for _, p := range s.samples {
+				if p.PID == kid && p.At.After(after) {
+					n++
+					last = p
+				}
+			}
+			s.mu.Unlock()
+			if n >= 2 {
+				return last
+			}
+			select {
+			case <-deadline:
+				t.Fatalf("the child was not sampled twice within 30s")
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}
+
+	tid := line("idle")
+	idle := atRest()
+	if _, err := io.WriteString(stdin, "go\n"); err != nil {
+		t.Fatal(err)
+	}
+	want := time.Duration(line("ready"))
+	// The thread has ended: it is no longer in the child's task list.
+	for {
+		if _, err := os.Stat("/proc/" + strconv.Itoa(kid) + "/task/" + strconv.FormatInt(tid, 10)); os.IsNotExist(err) {
+			break
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("thread %d of the child did not end within 30s", tid)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	got := atRest()
+	if l, ok := readProc(kid); !ok || l.hasClock != clock || (l.threads == nil) != clock {
+		t.Errorf("readProc(child) = %+v, %v; want the clock %v", l, ok, clock)
+	}
+	if err := stdin.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for range lines {
+	}
+	<-read
+	if err := child.Wait(); err != nil {
+		t.Fatalf("child: %v", err)
+	}
+	waited = true
+	samples := s.Stop()
+	stopped = true
+	total := child.ProcessState.UserTime() + child.ProcessState.SystemTime()
+	t.Logf("child CPU: %v when the thread had burnt (sampler), %v at ready (child), %v (sampler) at rest after it, %v at exit (wait4); %d samples",
+		idle.CPU, want, got.CPU, total, len(samples))
+	// Either way of the child's count: the child uses a little more after
+	// it (writing, going to sleep), and the sampler misses what the ended
+	// thread used between its last look and its end (waking, exiting):
+	// tens of microseconds each. A count in ticks is at least 5 ms short.
+	if got.CPU < want-cpuTolerance || got.CPU > want+cpuTolerance {
+		t.Errorf("sampled CPU at rest %v, want %v ± %v (the child's own count)", got.CPU, want, cpuTolerance)
+	}
+	// wait4 counts in microseconds, schedstat in nanoseconds.
+	if got.CPU > total+time.Microsecond {
+		t.Errorf("sampled CPU %v is more than the %v the child used in all", got.CPU, total)
+	}
+	if idle.CPU < 180*time.Millisecond || idle.CPU > got.CPU-30*time.Millisecond {
+		t.Errorf("sampled CPU with the thread idle %v, want at least the 180 ms burnt by then and 30 ms less than %v", idle.CPU, got.CPU)
+	}
+	var prev time.Duration
+	for _, p := range samples {
+		if p.PID != kid {
+			continue
+		}
+		if p.CPU < prev {
+			t.Errorf("the child's CPU went down from %v to %v", prev, p.CPU)
+		}
+		prev = p.CPU
 	}
 }

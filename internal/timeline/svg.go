@@ -36,7 +36,8 @@ const (
 // their contrast.
 var bandFill = [2]string{"#dde9f7", "#fbead0"}
 
-// WriteSVG draws the run: throughput (requests/s per bucket) and p50/p99
+// WriteSVG draws the run: throughput (requests/s per bucket, the last one
+// over the part of a width the run covers: see Buckets) and p50/p99
 // latency over time, failures in red, a vertical marker at each upgrade's
 // Signalled (dashed) and Ready (solid), the background shaded by the
 // serving generation, axes with units, a title and a legend. Plain SVG (no
@@ -91,8 +92,10 @@ func (p *plot) draw() {
 		p.printf("</svg>\n")
 		return
 	}
+	// The time axis ends where the last bucket does: at the end of the
+	// run, not at a whole number of widths.
 	p.t0 = p.buckets[0].Start
-	p.span = (time.Duration(len(p.buckets)) * p.width).Seconds()
+	p.span = p.buckets[len(p.buckets)-1].End.Sub(p.t0).Seconds()
 	p.bands()
 	p.timeAxis()
 	p.throughput()
@@ -162,7 +165,7 @@ func (p *plot) bands() {
 			j++
 		}
 		x0 := p.x(p.buckets[i].Start)
-		x1 := p.x(p.buckets[j-1].Start.Add(p.width))
+		x1 := p.x(p.buckets[j-1].End)
 		if dom[i] != 0 {
 			fill := bandFill[band%2]
 			for _, y := range [][2]int{{topT, topB}, {botT, botB}} {
@@ -209,10 +212,9 @@ func (p *plot) timeAxis() {
 }
 
 func (p *plot) throughput() {
-	perSec := 1 / p.width.Seconds()
 	hi := 0.0
 	for _, b := range p.buckets {
-		hi = max(hi, float64(b.Requests)*perSec)
+		hi = max(hi, b.Rate())
 	}
 	step := niceStep(max(hi, 1)*1.1, 6)
 	top := math.Ceil(max(hi, 1)*1.1/step) * step
@@ -224,8 +226,8 @@ func (p *plot) throughput() {
 	p.vtext(24, (topT+topB)/2, "requests/s")
 	var pts []string
 	for _, b := range p.buckets {
-		x0, x1 := p.x(b.Start), p.x(b.Start.Add(p.width))
-		v := y(float64(b.Requests) * perSec)
+		x0, x1 := p.x(b.Start), p.x(b.End)
+		v := y(b.Rate())
 		// Steps rather than a line through the centres: each bucket's
 		// rate is a constant over its width, and a stall shows as a flat
 		// floor rather than a spike.
@@ -237,8 +239,8 @@ func (p *plot) throughput() {
 		if b.Failed == 0 {
 			continue
 		}
-		x0, x1 := p.x(b.Start), p.x(b.Start.Add(p.width))
-		v := y(float64(b.Failed) * perSec)
+		x0, x1 := p.x(b.Start), p.x(b.End)
+		v := y(float64(b.Failed) * b.Rate() / float64(b.Requests))
 		p.printf(`<rect x="%s" y="%s" width="%s" height="%s" fill="%s"/>`+"\n", f1(x0), f1(v), f1(max(x1-x0, 1)), f1(topB-v), colorFail)
 		// A triangle under the axis, so that a single failure, far too
 		// small a bar against a thousand requests a second, still shows.
@@ -314,7 +316,7 @@ func (p *plot) latency() {
 				flush()
 				continue
 			}
-			pts = append(pts, f1(p.x(b.Start.Add(p.width/2)))+","+f1(y(d)))
+			pts = append(pts, f1(p.x(b.Start.Add(b.End.Sub(b.Start)/2)))+","+f1(y(d)))
 		}
 		flush()
 	}

@@ -51,9 +51,13 @@ type Run struct {
 const DefaultWidth = 100 * time.Millisecond
 
 // Bucket is what happened to the requests that started within one width
-// of time.
+// of time (or, for the last bucket of a run, a little more or less: see
+// Buckets).
 type Bucket struct {
-	Start            time.Time
+	// Start and End bound the time the bucket covers: End is Start plus
+	// the width for every bucket but the last, whose End is the end of the
+	// run (see Buckets).
+	Start, End       time.Time
 	Requests, Failed int
 	// P50 and P99 are exact (nearest-rank) quantiles of the latency of the
 	// requests in the bucket that succeeded; 0 when none did. Failures are
@@ -63,32 +67,66 @@ type Bucket struct {
 	ByPID    map[int]int // responses per serving PID
 }
 
+// Rate is the bucket's requests per second over the time it covers; 0 if
+// it covers none.
+func (b Bucket) Rate() float64 {
+	d := b.End.Sub(b.Start)
+	if d <= 0 {
+		return 0
+	}
+	return float64(b.Requests) / d.Seconds()
+}
+
 // Buckets splits the run's requests by start time into buckets of the
 // given width (DefaultWidth if width <= 0), from the first request's
 // start to the last one's, with no gaps: a bucket in which nothing started
 // is there, empty, so that a stall shows. A request with a zero Start
-// (never sent) is left out: it would stretch the run back to year 1. A request is placed by its start
-// rather than its end so that a slow request shows where it was sent — next
-// to the upgrade that slowed it — matching NearSteady.
+// (never sent) is left out: it would stretch the run back to year 1. A
+// request is placed by its start rather than its end so that a slow
+// request shows where it was sent — next to the upgrade that slowed it —
+// matching NearSteady.
+//
+// The run ends part of the way through its last bucket, so that bucket
+// covers less than a width, and its count of requests, read as a rate
+// over the whole width, would show a dip that never happened. So the last
+// bucket ends (End) where the run does, taken as one mean gap between
+// starts after the last start — when the next request would have been
+// sent; ending it at the last start itself would overstate its rate by a
+// request — and Rate divides by the time covered. A last bucket that would
+// cover less than half a width is folded into the one before, which then
+// covers up to one and a half widths: a rate over a sliver of time is
+// mostly noise. A run whose requests all started at one instant has no
+// gap to measure; its one bucket covers the whole width.
 func (r *Run) Buckets(width time.Duration) []Bucket {
 	if width <= 0 {
 		width = DefaultWidth
 	}
-	t0, t1, ok := r.span()
-	if !ok {
+	t0, t1, sent := r.span()
+	if sent == 0 {
 		return nil
 	}
 	n := int(t1.Sub(t0)/width) + 1
+	end := t0.Add(time.Duration(n) * width)
+	if t1.After(t0) {
+		if e := t1.Add(t1.Sub(t0) / time.Duration(sent-1)); e.Before(end) {
+			end = e
+		}
+	}
+	if n > 1 && end.Sub(t0.Add(time.Duration(n-1)*width)) < width/2 {
+		n--
+	}
 	out := make([]Bucket, n)
 	lat := make([][]time.Duration, n)
 	for i := range out {
 		out[i].Start = t0.Add(time.Duration(i) * width)
+		out[i].End = out[i].Start.Add(width)
 	}
+	out[n-1].End = end
 	for _, q := range r.Requests {
 		if q.Start.IsZero() {
 			continue
 		}
-		i := int(q.Start.Sub(t0) / width)
+		i := min(int(q.Start.Sub(t0)/width), n-1)
 		b := &out[i]
 		b.Requests++
 		if q.Failed {
@@ -111,15 +149,16 @@ func (r *Run) Buckets(width time.Duration) []Bucket {
 	return out
 }
 
-// span is the first and last request start, ignoring zero starts; ok is
-// false if there is none.
-func (r *Run) span() (t0, t1 time.Time, ok bool) {
+// span is the first and last request start and the number of requests
+// with a start, ignoring zero starts.
+func (r *Run) span() (t0, t1 time.Time, sent int) {
 	for _, q := range r.Requests {
 		if q.Start.IsZero() {
 			continue
 		}
-		if !ok {
-			t0, t1, ok = q.Start, q.Start, true
+		sent++
+		if sent == 1 {
+			t0, t1 = q.Start, q.Start
 		}
 		if q.Start.Before(t0) {
 			t0 = q.Start
@@ -128,7 +167,7 @@ func (r *Run) span() (t0, t1 time.Time, ok bool) {
 			t1 = q.Start
 		}
 	}
-	return t0, t1, ok
+	return t0, t1, sent
 }
 
 // quantile is the nearest-rank q-quantile of sorted, 0 if it is empty. An
@@ -167,6 +206,62 @@ func (r *Run) NearSteady(window time.Duration) (near, steady time.Duration, rati
 		ratio = float64(near) / float64(steady)
 	}
 	return near, steady, ratio
+}
+
+// NearSplit is what the successful requests near an upgrade (as in
+// NearSteady) were made of: the ones that found their connection ended by
+// the server and opened a new one (Request.Reconnect > 0), and the ones
+// that did not. It tells a p99 that is high because clients had to
+// reconnect — by design, when the old generation closes the idle
+// connections it drains — from one that is high because the server was
+// slow.
+type NearSplit struct {
+	Near        int // successful requests started within ±window of an upgrade
+	Reconnected int // of those, the ones with a Reconnect
+
+	// NearP99 is the p99 latency of all Near requests (NearSteady's near),
+	// NoReconnectP99 that of the ones that did not reconnect; 0 when there
+	// are none.
+	NearP99, NoReconnectP99 time.Duration
+	// ReconnectP50 and ReconnectP99 are quantiles of the Reconnect part
+	// of the latency of the ones that did; 0 when none did.
+	ReconnectP50, ReconnectP99 time.Duration
+	// SteadyP99 is the p99 latency of all the other successful requests,
+	// reconnected or not: NearSteady's steady.
+	SteadyP99 time.Duration
+}
+
+// NearSplit returns the near requests of NearSteady(window) split by
+// reconnection, with the same exact (nearest-rank) quantiles.
+func (r *Run) NearSplit(window time.Duration) NearSplit {
+	var near, noReconnect, reconnect, steady []time.Duration
+	for _, q := range r.Requests {
+		if q.Failed {
+			continue
+		}
+		if !r.nearMark(q.Start, window) {
+			steady = append(steady, q.Latency)
+			continue
+		}
+		near = append(near, q.Latency)
+		if q.Reconnect > 0 {
+			reconnect = append(reconnect, q.Reconnect)
+		} else {
+			noReconnect = append(noReconnect, q.Latency)
+		}
+	}
+	for _, s := range [][]time.Duration{near, noReconnect, reconnect, steady} {
+		slices.Sort(s)
+	}
+	return NearSplit{
+		Near:           len(near),
+		Reconnected:    len(reconnect),
+		NearP99:        quantile(near, 0.99),
+		NoReconnectP99: quantile(noReconnect, 0.99),
+		ReconnectP50:   quantile(reconnect, 0.50),
+		ReconnectP99:   quantile(reconnect, 0.99),
+		SteadyP99:      quantile(steady, 0.99),
+	}
 }
 
 func (r *Run) nearMark(t time.Time, window time.Duration) bool {

@@ -1,7 +1,9 @@
 package timeline
 
 import (
+	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -16,11 +18,13 @@ func TestFromLoadgen(t *testing.T) {
 	in := []loadgen.Sample{
 		{Start: at(0), Latency: time.Millisecond, PID: 7},
 		{Start: at(time.Second), Latency: 2 * time.Millisecond, Class: loadgen.Class("reset")},
+		{Start: at(2 * time.Second), Latency: 3 * time.Millisecond, PID: 8, Reconnect: time.Millisecond},
 	}
 	got := FromLoadgen(in)
 	want := []Request{
 		{Start: at(0), Latency: time.Millisecond, PID: 7},
 		{Start: at(time.Second), Latency: 2 * time.Millisecond, Failed: true},
+		{Start: at(2 * time.Second), Latency: 3 * time.Millisecond, PID: 8, Reconnect: time.Millisecond},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("got %d requests, want %d", len(got), len(want))
@@ -70,11 +74,71 @@ func TestBuckets(t *testing.T) {
 	if b[2].Requests != 2 || b[2].Failed != 1 || b[2].P99 != 9*ms || b[2].ByPID[2] != 2 {
 		t.Errorf("bucket 2 = %+v", b[2])
 	}
+	// The run is taken to end a mean gap (260/5 ms) after the last
+	// start, 312 ms: past the last bucket's 300, so it is a whole one.
+	for i, want := range []time.Time{at(100 * ms), at(200 * ms), at(300 * ms)} {
+		if !b[i].End.Equal(want) {
+			t.Errorf("bucket %d ends %v, want %v", i, b[i].End, want)
+		}
+	}
+	if b[0].Rate() != 40 || b[1].Rate() != 0 {
+		t.Errorf("rates %v and %v, want 40/s and 0", b[0].Rate(), b[1].Rate())
+	}
 	if got := len(r.Buckets(0)); got != 3 {
 		t.Errorf("width 0 gave %d buckets, want the default 100ms's 3", got)
 	}
 	if got := (&Run{}).Buckets(time.Millisecond); got != nil {
 		t.Errorf("no requests gave %v buckets, want none", got)
+	}
+}
+
+// TestBucketsLastPartial: at a steady 100 requests/s, every bucket's rate
+// is 100/s, the last one's too, though the run ends part of the way
+// through it; a last bucket that would cover under half a width is folded
+// into the one before.
+func TestBucketsLastPartial(t *testing.T) {
+	ms := time.Millisecond
+	for _, c := range []struct {
+		last    time.Duration // the last request's start; one every 10 ms from 0
+		n       int           // buckets
+		lastEnd time.Duration // where the last one ends
+		lastN   int           // requests in it
+	}{
+		{1270 * ms, 13, 1280 * ms, 8},  // 1200..1280: 80 ms, kept
+		{1250 * ms, 13, 1260 * ms, 6},  // 60 ms: kept
+		{1230 * ms, 12, 1240 * ms, 14}, // 40 ms: folded, 1100..1240
+		{1190 * ms, 12, 1200 * ms, 10}, // ends on a bucket's edge
+	} {
+		r := &Run{}
+		for d := time.Duration(0); d <= c.last; d += 10 * ms {
+			r.Requests = append(r.Requests, Request{Start: at(d), Latency: ms})
+		}
+		b := r.Buckets(100 * ms)
+		if len(b) != c.n {
+			t.Fatalf("last start %v: %d buckets, want %d", c.last, len(b), c.n)
+		}
+		l := b[len(b)-1]
+		if !l.End.Equal(at(c.lastEnd)) || l.Requests != c.lastN {
+			t.Errorf("last start %v: last bucket %v..%v with %d requests, want ..%v with %d",
+				c.last, l.Start.Sub(t0), l.End.Sub(t0), l.Requests, c.lastEnd, c.lastN)
+		}
+		for i, x := range b {
+			if math.Abs(x.Rate()-100) > 1e-9 {
+				t.Errorf("last start %v: bucket %d (%v..%v) rate %v, want 100/s", c.last, i, x.Start.Sub(t0), x.End.Sub(t0), x.Rate())
+			}
+		}
+	}
+	// One request, or several at one instant: no gap to measure, one
+	// whole bucket.
+	for _, n := range []int{1, 3} {
+		r := &Run{Requests: make([]Request, n)}
+		for i := range r.Requests {
+			r.Requests[i].Start = at(5 * ms)
+		}
+		b := r.Buckets(100 * ms)
+		if len(b) != 1 || !b[0].End.Equal(at(105*ms)) || b[0].Rate() != float64(n)*10 {
+			t.Errorf("%d at one instant: %+v", n, b)
+		}
 	}
 }
 
@@ -108,6 +172,67 @@ func TestNearSteady(t *testing.T) {
 	}
 	if _, _, ratio := (&Run{Marks: []Mark{{Signalled: t0}}}).NearSteady(ms); ratio != 0 {
 		t.Errorf("empty run ratio = %v, want 0", ratio)
+	}
+}
+
+func TestNearSplit(t *testing.T) {
+	ms := time.Millisecond
+	r := &Run{Marks: []Mark{{Signalled: at(1000 * ms)}, {Signalled: at(3000 * ms)}}}
+	// Near, on a kept connection: 100 requests of 1..100 ms, half by
+	// each mark.
+	for i := range 100 {
+		start := at(time.Duration(600+i*8) * ms) // 600..1392
+		if i%2 == 1 {
+			start = at(time.Duration(2600+i*8) * ms)
+		}
+		r.Requests = append(r.Requests, Request{Start: start, Latency: time.Duration(i+1) * ms})
+	}
+	// Near, reconnected: 10 requests whose reconnection took k ms, k =
+	// 1..10, of a latency of 300+k ms.
+	for k := 1; k <= 10; k++ {
+		r.Requests = append(r.Requests, Request{
+			Start:     at(time.Duration(2990+k) * ms),
+			Latency:   time.Duration(300+k) * ms,
+			Reconnect: time.Duration(k) * ms,
+		})
+	}
+	// Steady: 50 at 2 ms and one that reconnected, at 400 ms; failures,
+	// near and steady, count nowhere.
+	for i := range 50 {
+		r.Requests = append(r.Requests, Request{Start: at(time.Duration(1600+i*10) * ms), Latency: 2 * ms})
+	}
+	r.Requests = append(r.Requests,
+		Request{Start: at(4000 * ms), Latency: 400 * ms, Reconnect: 50 * ms},
+		Request{Start: at(1000 * ms), Latency: time.Hour, Reconnect: time.Hour, Failed: true},
+		Request{Start: at(2000 * ms), Latency: time.Hour, Reconnect: time.Hour, Failed: true},
+	)
+	got := r.NearSplit(500 * ms)
+	// Nearest rank: of the 110 near, the 109th (ceil(.99*110)) is the
+	// 9th reconnected one, 309 ms; of the 100 kept, the 99th, 99 ms; of
+	// the 10 reconnections, the 5th and the 10th; of the 51 steady, the
+	// 51st, the reconnected 400 ms.
+	want := NearSplit{
+		Near: 110, Reconnected: 10,
+		NearP99: 309 * ms, NoReconnectP99: 99 * ms,
+		ReconnectP50: 5 * ms, ReconnectP99: 10 * ms,
+		SteadyP99: 400 * ms,
+	}
+	if got != want {
+		t.Errorf("NearSplit =\n %+v, want\n %+v", got, want)
+	}
+	if near, steady, _ := r.NearSteady(500 * ms); near != got.NearP99 || steady != got.SteadyP99 {
+		t.Errorf("NearSteady says near %v steady %v, NearSplit %v and %v", near, steady, got.NearP99, got.SteadyP99)
+	}
+	// Without the reconnected ones, the kept p99 is the near p99 and the
+	// reconnection quantiles are 0.
+	r.Requests = slices.DeleteFunc(r.Requests, func(q Request) bool { return q.Reconnect > 0 })
+	got = r.NearSplit(500 * ms)
+	want = NearSplit{Near: 100, NearP99: 99 * ms, NoReconnectP99: 99 * ms, SteadyP99: 2 * ms}
+	if got != want {
+		t.Errorf("no reconnections: NearSplit =\n %+v, want\n %+v", got, want)
+	}
+	if got := (&Run{Marks: r.Marks}).NearSplit(500 * ms); got != (NearSplit{}) {
+		t.Errorf("no requests: %+v", got)
 	}
 }
 
@@ -175,9 +300,11 @@ func TestOverlaps(t *testing.T) {
 	}
 }
 
-// syntheticRun is a made-up but plausible run: 12 s of 1000 req/s with
-// three upgrades, a latency bump after each signal, a dip in throughput and
-// a few failures at the second. It is the same on every call.
+// syntheticRun is a made-up but plausible run: 12.07 s of 1000 req/s
+// with three upgrades, a latency bump after each signal, a dip in
+// throughput and a few failures at the second. It ends 70 ms into its last
+// 100 ms bucket, which must not show as a dip. It is the same on every
+// call.
 func syntheticRun() *Run {
 	rng := rand.New(rand.NewPCG(16, 7))
 	ms := time.Millisecond
@@ -190,7 +317,7 @@ func syntheticRun() *Run {
 		})
 	}
 	gen := 0
-	for i := range 12000 {
+	for i := range 12070 {
 		start := at(time.Duration(i)*ms + time.Duration(rng.IntN(1000))*time.Microsecond)
 		for gen < len(r.Marks) && start.After(r.Marks[gen].Ready.Add(20*ms)) {
 			gen++
