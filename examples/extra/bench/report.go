@@ -50,6 +50,15 @@ func render(cfg config, results []*result, pictures []string, took time.Duration
 	for _, res := range results {
 		b.WriteString(row(cfg, res))
 	}
+	fmt.Fprintf(&b, "\nNear upgrades, split by reconnection: every client an old generation tells to go opens a new connection, and the request that does so waits for it "+
+		"(TCP, and the TLS handshake or WebSocket upgrade; gRPC reconnects inside grpc-go, where the client cannot time it). "+
+		"Reconnected: near requests that opened a connection, and their share; "+
+		"without them: p99 of the other near requests over the steady p99, per run; reconnect: p50 / p99 of the time spent opening the connection.\n\n")
+	fmt.Fprintln(&b, "| traffic | server | near | reconnected | p99 near without them / steady, per run | reconnect p50 / p99 |")
+	fmt.Fprintln(&b, "|---|---|---|---|---|---|")
+	for _, res := range results {
+		b.WriteString(splitRow(cfg, res))
+	}
 	var errs []string
 	for _, res := range results {
 		for _, err := range res.errs {
@@ -129,6 +138,36 @@ func row(cfg config, res *result) string {
 		res.kind, res.server, runs, requests, rate, nFailed,
 		dur(median(steadies)), dur(median(nears)), strings.Join(perRun, ", "), spread, within,
 		dur(median(ready)), dur(median(gone)), cpu, rss)
+}
+
+// splitRow is the reconnection split of one kind and server's runs.
+func splitRow(cfg config, res *result) string {
+	var (
+		near, reconnected int
+		ratios            []string
+		p50s, p99s        []time.Duration
+	)
+	for _, r := range res.runs {
+		s := r.NearSplit(cfg.Window)
+		near += s.Near
+		reconnected += s.Reconnected
+		ratio := "–"
+		if s.SteadyP99 > 0 && s.NoReconnectP99 > 0 {
+			ratio = fmt.Sprintf("%.2f", float64(s.NoReconnectP99)/float64(s.SteadyP99))
+		}
+		ratios = append(ratios, ratio)
+		if s.Reconnected > 0 {
+			p50s, p99s = append(p50s, s.ReconnectP50), append(p99s, s.ReconnectP99)
+		}
+	}
+	share, cost := "–", "–"
+	if near > 0 {
+		share = fmt.Sprintf("%d (%.1f %%)", reconnected, 100*float64(reconnected)/float64(near))
+	}
+	if len(p50s) > 0 {
+		cost = dur(median(p50s)) + " / " + dur(median(p99s))
+	}
+	return fmt.Sprintf("| %s | %s | %d | %s | %s | %s |\n", res.kind, res.server, near, share, strings.Join(ratios, ", "), cost)
 }
 
 // sampled says whether the sampler looked at both generations while both
