@@ -61,6 +61,14 @@ const (
 	DefaultMaxRequests = 10_000_000
 )
 
+// maxBehind is how late a worker on Config.Interval's schedule may run
+// and still send the requests it missed. It is the bench's bound for its
+// other clients (examples/extra/bench, pacer), so that every kind there
+// is paced alike: long enough to make up for a slow response or a
+// reconnection during an upgrade, short enough that a server that
+// stalled for longer gets no burst.
+const maxBehind = 250 * time.Millisecond
+
 // maxErrors bounds Result.Errors: the first failures explain a run, and a
 // run with a million failures must not keep a million strings.
 const maxErrors = 20
@@ -90,8 +98,19 @@ type Config struct {
 	// workers. Zero means DefaultMaxRequests.
 	MaxRequests int64
 	// Pace is a pause each worker takes after every request. Zero means
-	// none (as fast as the server answers).
+	// none (as fast as the server answers). The rate it gives falls short
+	// of Workers/Pace by the requests' own latency; Interval holds a rate.
 	Pace time.Duration
+	// Interval puts each worker on a fixed schedule: it starts a request
+	// every Interval, worker i offset by i*Interval/Workers so that the
+	// load is even, for Workers/Interval requests per second in all. A
+	// worker's requests stay sequential: one that is late (its previous
+	// request took longer than Interval) starts at once, so the worker
+	// catches up and the rate holds; a worker more than 250 ms behind (a
+	// server that stalled) skips the slots it missed, keeping its offset,
+	// rather than send them in one burst. Zero means no schedule; setting
+	// both Interval and Pace is an error.
+	Interval time.Duration
 	// ReuseCheck makes a worker look, without blocking, whether the server
 	// has already closed a kept-alive connection (its FIN or RST, or
 	// unsolicited bytes, have arrived) before sending the next request on
@@ -148,9 +167,14 @@ type Sample struct {
 	// PID is the response's X-Pid, or 0 when no response header arrived or
 	// it had none.
 	PID int
-	// Reconnect is the part of Latency spent dialling because the
-	// server had closed the worker's keep-alive connection (KeepAlive
-	// only: a NewConn request always dials, and that is not counted).
+	// Reconnect is the part of Latency spent dialling (a dial that
+	// failed included) because the server had ended the worker's
+	// keep-alive connection: with Connection: close, or by closing or
+	// resetting it (an eof or reset failure, or Config.ReuseCheck finding
+	// it closed). It is 0 for a request sent on an open connection, for
+	// the first dial of a worker, for a dial after the worker itself gave
+	// a connection up (timeout, bad response), and for every NewConn
+	// request (each dials; none is a reconnection).
 	Reconnect time.Duration
 }
 
@@ -173,7 +197,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	for i := range workers {
 		w := newWorker(i, &cfg)
 		workers[i] = w
-		wg.Go(func() { w.run(ctx, &started) })
+		wg.Go(func() { w.run(ctx, begin, &started) })
 	}
 	wg.Wait()
 	results := make([]Result, len(workers))
@@ -211,8 +235,11 @@ func (c Config) withDefaults() (Config, error) {
 	default:
 		return c, fmt.Errorf("loadgen: unsupported network %q (want tcp or unix)", c.Network)
 	}
-	if c.Workers < 0 || c.Sleep < 0 || c.StreamDur < 0 || c.Timeout < 0 || c.MaxRequests < 0 || c.Pace < 0 {
-		return c, errors.New("loadgen: negative Workers, Sleep, StreamDur, Timeout, MaxRequests or Pace")
+	if c.Workers < 0 || c.Sleep < 0 || c.StreamDur < 0 || c.Timeout < 0 || c.MaxRequests < 0 || c.Pace < 0 || c.Interval < 0 {
+		return c, errors.New("loadgen: negative Workers, Sleep, StreamDur, Timeout, MaxRequests, Pace or Interval")
+	}
+	if c.Pace > 0 && c.Interval > 0 {
+		return c, errors.New("loadgen: Pace and Interval are exclusive: a pause after each request, or a fixed schedule")
 	}
 	if c.Workers == 0 {
 		c.Workers = DefaultWorkers
@@ -246,6 +273,12 @@ type worker struct {
 	connName   string // conn's local address, for error texts
 	br         *bufio.Reader
 	reqsOnConn int // requests sent on conn, including the current one
+	// redial says that conn is nil because the server ended the last
+	// one, so the next dial is a reconnection (Sample.Reconnect). It
+	// stays set through dials that fail.
+	redial bool
+
+	timer *time.Timer // for Pace and Interval; nil until first needed
 
 	buf []byte // body read buffer
 	res Result
@@ -281,19 +314,57 @@ func newWorker(id int, cfg *Config) *worker {
 	}
 }
 
-func (w *worker) run(ctx context.Context, started *atomic.Int64) {
+// run sends requests until ctx is done or started reaches MaxRequests.
+// begin is the start of the run, from which Interval's schedule counts.
+func (w *worker) run(ctx context.Context, begin time.Time, started *atomic.Int64) {
 	defer w.drop()
+	every := w.cfg.Interval
+	slot := begin.Add(time.Duration(int64(w.id) * int64(every) / int64(w.cfg.Workers)))
 	for ctx.Err() == nil && started.Add(1) <= w.cfg.MaxRequests {
-		w.request()
-		if w.cfg.Pace > 0 {
-			t := time.NewTimer(w.cfg.Pace)
-			select {
-			case <-ctx.Done():
-				t.Stop()
+		if every > 0 {
+			if !w.sleep(ctx, time.Until(slot)) {
 				return
-			case <-t.C:
 			}
+			slot = nextSlot(slot, time.Now(), every)
 		}
+		w.request()
+		if w.cfg.Pace > 0 && !w.sleep(ctx, w.cfg.Pace) {
+			return
+		}
+	}
+}
+
+// nextSlot returns the slot after the one a request due at slot fills
+// when it starts at now (not before slot). A request at most maxBehind
+// late fills its own slot, so the next one, maybe also past, starts at
+// once: that is how a worker catches up. One later than that fills the
+// last slot that has passed, so the slots before it are dropped and the
+// worker keeps its offset.
+func nextSlot(slot, now time.Time, every time.Duration) time.Time {
+	if late := now.Sub(slot); late > maxBehind {
+		slot = slot.Add(late / every * every)
+	}
+	return slot.Add(every)
+}
+
+// sleep waits d (not at all if d <= 0) and reports whether ctx is still
+// live. It reuses one timer per worker, so that a paced request costs no
+// allocation.
+func (w *worker) sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	if w.timer == nil {
+		w.timer = time.NewTimer(d)
+	} else {
+		w.timer.Reset(d)
+	}
+	select {
+	case <-ctx.Done():
+		w.timer.Stop()
+		return false
+	case <-w.timer.C:
+		return true
 	}
 }
 
@@ -303,6 +374,8 @@ type outcome struct {
 	err    error
 	pid    int
 	respAt time.Time // zero when no response header arrived
+	// reconnect is the time spent dialling for Sample.Reconnect.
+	reconnect time.Duration
 }
 
 func (w *worker) request() {
@@ -329,7 +402,7 @@ func (w *worker) request() {
 		}
 	}
 	if w.cfg.Samples {
-		r.Samples = append(r.Samples, Sample{Start: start, Latency: lat, Class: o.class, PID: o.pid})
+		r.Samples = append(r.Samples, Sample{Start: start, Latency: lat, Class: o.class, PID: o.pid, Reconnect: o.reconnect})
 	}
 }
 
@@ -347,6 +420,12 @@ func (w *worker) do(deadline time.Time) (o outcome) {
 	// matches the failure with the server's logs or a packet capture.
 	fail := func(c Class, stage string, err error) outcome {
 		if w.conn != nil {
+			// Eof and reset mean the server ended the connection; on a
+			// timeout or a bad response it is this worker that gives
+			// it up, and the next dial is no reconnection.
+			if k := classify(err); k == EOF || k == Reset {
+				w.redial = w.cfg.Kind != NewConn
+			}
 			err = fmt.Errorf("request %d on connection from %s: %s: %w", w.reqsOnConn, w.connName, stage, err)
 		} else {
 			err = fmt.Errorf("%s: %w", stage, err)
@@ -358,13 +437,22 @@ func (w *worker) do(deadline time.Time) (o outcome) {
 	if w.conn != nil && w.cfg.ReuseCheck && (w.br.Buffered() > 0 || PeerClosed(w.conn)) {
 		w.res.ClosedIdle++
 		w.drop()
+		w.redial = true
 	}
 	if w.conn == nil {
+		var dialStart time.Time
+		if w.redial {
+			dialStart = time.Now()
+		}
 		d := net.Dialer{Deadline: deadline}
 		c, err := d.Dial(w.cfg.Network, w.cfg.Addr)
+		if w.redial {
+			o.reconnect = time.Since(dialStart)
+		}
 		if err != nil {
 			return fail(classify(err), "dial", err)
 		}
+		w.redial = false
 		w.conn = c
 		w.connName = "unix socket"
 		if a := c.LocalAddr(); a != nil && a.String() != "" {
@@ -428,6 +516,7 @@ func (w *worker) do(deadline time.Time) (o outcome) {
 	}
 	if resp.Close || w.cfg.Kind == NewConn {
 		w.drop()
+		w.redial = w.cfg.Kind != NewConn
 	}
 	return o
 }

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -575,5 +576,246 @@ func TestClientPort(t *testing.T) {
 	}
 	if _, ok := ClientPort("dial tcp 127.0.0.1:80: connection refused"); ok {
 		t.Fatal("ClientPort found a port in an error of no connection")
+	}
+}
+
+// lateness returns how late each sample started against a schedule that
+// puts sample j at begin + j*step. Start is never before its slot, and
+// begin (Run's) is at or after the time the test took before Run, so a
+// negative lateness is a request started early.
+func lateness(t *testing.T, samples []Sample, before time.Time, step time.Duration) []time.Duration {
+	late := make([]time.Duration, len(samples))
+	for j, s := range samples {
+		late[j] = s.Start.Sub(before.Add(time.Duration(j) * step))
+	}
+	t.Logf("lateness: min %v median %v max %v", slices.Min(late), median(late), slices.Max(late))
+	return late
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Sorted(slices.Values(d))
+	return s[len(s)/2]
+}
+
+// scheduleTolerance bounds the median lateness of scheduled requests:
+// timer and scheduling latency under -race on a loaded machine (a load
+// average of 9 on 2 cores was seen), not the requests' own latency,
+// which the schedule absorbs. Each test below makes the effect of the
+// mechanism it checks several times larger.
+const scheduleTolerance = 50 * time.Millisecond
+
+// onSchedule checks the lateness of requests: none may start before its
+// slot (a timer never fires early), and their median must be within
+// scheduleTolerance. Single requests may be later, since on a loaded
+// machine a goroutine may wait a while for a CPU.
+func onSchedule(t *testing.T, late []time.Duration) {
+	t.Helper()
+	var over int
+	for j, l := range late {
+		switch {
+		case l < 0:
+			t.Errorf("request %d started %v before its slot", j, -l)
+		case l > scheduleTolerance:
+			over++
+		}
+	}
+	if m := median(late); m > scheduleTolerance {
+		t.Errorf("median lateness %v (%d of %d requests later than %v), want at most %v",
+			m, over, len(late), scheduleTolerance, scheduleTolerance)
+	}
+}
+
+// sleepOn is a handler that answers at once, except that request n
+// (from 0) sleeps d first.
+func sleepOn(n int64, d time.Duration) http.Handler {
+	var count atomic.Int64
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if count.Add(1)-1 == n {
+			time.Sleep(d)
+		}
+		w.Header().Set("X-Pid", "1")
+	})
+}
+
+// runScheduled runs n requests at interval on workers against h and
+// returns the samples and the time taken just before Run.
+func runScheduled(t *testing.T, h http.Handler, workers int, interval time.Duration, n int64) ([]Sample, time.Time) {
+	t.Helper()
+	srv := startHTTP(t, h)
+	before := time.Now()
+	res := run(t, Config{Kind: KeepAlive, Addr: addrOf(srv.Server), Workers: workers, Interval: interval, MaxRequests: n, Samples: true})
+	if res.OK != n || int64(len(res.Samples)) != n {
+		t.Fatalf("%d OK, %d samples; want %d", res.OK, len(res.Samples), n)
+	}
+	return res.Samples, before
+}
+
+// Each request starts on its slot, not a pause after the previous one:
+// the requests' latency (5 ms or more here) does not add up, as it
+// would to 100 ms by the 20th request.
+func TestIntervalSchedule(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { time.Sleep(5 * time.Millisecond) })
+	samples, before := runScheduled(t, h, 1, 20*time.Millisecond, 40)
+	onSchedule(t, lateness(t, samples, before, 20*time.Millisecond))
+}
+
+// Workers are offset by Interval/Workers: together they start a request
+// every 5 ms, not four at once every 20 ms, which would start three in
+// four requests early.
+func TestIntervalOffsetsWorkers(t *testing.T) {
+	samples, before := runScheduled(t, handler(testPID), 4, 20*time.Millisecond, 40)
+	onSchedule(t, lateness(t, samples, before, 5*time.Millisecond))
+}
+
+// A request that takes 150 ms makes the worker miss seven 20 ms slots;
+// the next requests start at once until it is back on its schedule,
+// rather than stay 130 ms late. (The stall stays well within maxBehind,
+// beyond which the worker would drop the slots instead.)
+func TestIntervalCatchesUp(t *testing.T) {
+	const every = 20 * time.Millisecond
+	samples, before := runScheduled(t, sleepOn(5, 150*time.Millisecond), 1, every, 40)
+	late := lateness(t, samples, before, every)
+	if late[6] < 100*time.Millisecond {
+		t.Fatalf("request 6 only %v late: the stall did not happen", late[6])
+	}
+	// Request 5 ends at 250 ms or later; 6 to 12 catch up back to back,
+	// and from 13 (at 260 ms) the worker is on time again.
+	onSchedule(t, late[:6])
+	onSchedule(t, late[20:])
+}
+
+// A request that takes 400 ms, more than maxBehind, makes the worker drop
+// the 19 slots it missed instead of sending them in a burst.
+// TestNextSlot checks that it keeps its phase.
+func TestIntervalDropsSlotsAfterAStall(t *testing.T) {
+	const every = 20 * time.Millisecond
+	samples, before := runScheduled(t, sleepOn(2, 400*time.Millisecond), 1, every, 13)
+	if samples[2].Latency < 400*time.Millisecond {
+		t.Fatalf("request 2 took %v, want the 400ms stall", samples[2].Latency)
+	}
+	// Request 3 is sent as the stall ends, at about 440 ms; 4 to 12 follow
+	// on the schedule, 180 ms in all. Sending the missed slots would start
+	// them all at once.
+	if span := samples[12].Start.Sub(samples[3].Start); span < 120*time.Millisecond {
+		t.Errorf("requests 3 to 12 started within %v, want about 180ms: a burst of missed slots", span)
+	}
+	onSchedule(t, lateness(t, samples[:2], before, every))
+}
+
+// nextSlot's arithmetic, without timers.
+func TestNextSlot(t *testing.T) {
+	t0 := time.Now()
+	ms := time.Millisecond
+	for _, tc := range []struct {
+		late, want time.Duration // now - slot, and the next slot - slot
+	}{
+		{0, 10 * ms},
+		{3 * ms, 10 * ms},
+		{45 * ms, 10 * ms},   // late: catch up, the next one is due already
+		{250 * ms, 10 * ms},  // at the bound: still catching up
+		{251 * ms, 260 * ms}, // beyond: the slot at 250 ms is this one's
+		{405 * ms, 410 * ms},
+	} {
+		if got := nextSlot(t0, t0.Add(tc.late), 10*ms).Sub(t0); got != tc.want {
+			t.Errorf("nextSlot %v late = slot + %v, want + %v", tc.late, got, tc.want)
+		}
+	}
+}
+
+func TestIntervalConfigErrors(t *testing.T) {
+	for _, cfg := range []Config{
+		{Kind: KeepAlive, Addr: "127.0.0.1:1", Interval: time.Millisecond, Pace: time.Millisecond},
+		{Kind: KeepAlive, Addr: "127.0.0.1:1", Interval: -time.Millisecond},
+	} {
+		// Bounded, so that a config Run accepts fails the test quickly.
+		cfg.MaxRequests = 1
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := Run(ctx, cfg)
+		cancel()
+		if err == nil {
+			t.Errorf("Run(%+v) succeeded, want a config error", cfg)
+		}
+	}
+}
+
+// Sample.Reconnect is set exactly on the requests that dialled because
+// the server had ended the worker's previous connection.
+func TestReconnect(t *testing.T) {
+	closeEvery3 := func() http.Handler {
+		var n atomic.Int64
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if n.Add(1)%3 == 0 {
+				w.Header().Set("Connection", "close")
+			}
+		})
+	}
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		h    http.Handler                       // served with net/http, or
+		raw  func(c net.Conn, br *bufio.Reader) // raw
+		want func(j int) bool                   // whether request j reconnects
+	}{
+		{
+			name: "connection close", cfg: Config{Kind: KeepAlive, MaxRequests: 30}, h: closeEvery3(),
+			want: func(j int) bool { return j > 0 && j%3 == 0 },
+		},
+		{
+			name: "slow, connection close", cfg: Config{Kind: Slow, Sleep: time.Millisecond, MaxRequests: 9}, h: closeEvery3(),
+			want: func(j int) bool { return j > 0 && j%3 == 0 },
+		},
+		{
+			name: "newconn", cfg: Config{Kind: NewConn, MaxRequests: 10}, h: handler(testPID),
+			want: func(int) bool { return false },
+		},
+		{
+			// After a 500 the worker closes the connection itself.
+			name: "status", cfg: Config{Kind: KeepAlive, MaxRequests: 10},
+			h: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(http.StatusInternalServerError)
+			}),
+			want: func(int) bool { return false },
+		},
+		{
+			// As in TestEOFOnReusedConnection: ok, eof, ok, eof.
+			name: "eof", cfg: Config{Kind: KeepAlive, MaxRequests: 4},
+			raw: func(c net.Conn, br *bufio.Reader) {
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				io.WriteString(c, okResponse)
+				http.ReadRequest(br)
+			},
+			want: func(j int) bool { return j == 2 },
+		},
+		{
+			// As in TestReuseCheck: every reuse finds the connection closed.
+			name: "reuse check", cfg: Config{Kind: KeepAlive, MaxRequests: 6, Pace: 20 * time.Millisecond, ReuseCheck: true},
+			raw: func(c net.Conn, br *bufio.Reader) {
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				io.WriteString(c, okResponse)
+			},
+			want: func(j int) bool { return j > 0 },
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.h != nil {
+				tc.cfg.Addr = addrOf(startHTTP(t, tc.h).Server)
+			} else {
+				tc.cfg.Addr = startRaw(t, tc.raw).addr()
+			}
+			tc.cfg.Workers, tc.cfg.Samples = 1, true
+			res := run(t, tc.cfg)
+			if int64(len(res.Samples)) != tc.cfg.MaxRequests {
+				t.Fatalf("%d samples, want %d", len(res.Samples), tc.cfg.MaxRequests)
+			}
+			for j, s := range res.Samples {
+				if got := s.Reconnect > 0; got != tc.want(j) || s.Reconnect > s.Latency {
+					t.Errorf("request %d (%s): Reconnect %v of latency %v, want reconnection %v", j, s.Class, s.Reconnect, s.Latency, tc.want(j))
+				}
+			}
+		})
 	}
 }

@@ -81,19 +81,22 @@ func init() {
 }
 
 // loadgenClient drives internal/loadgen, the HTTP/1.1 client that never
-// retries, at about t.Rate requests per second: each of t.Conns workers
-// pauses Conns/Rate after every request (loadgen has no fixed schedule),
-// so the rate falls short of t.Rate by the requests' own latency: a few
-// per cent at the defaults, more on a busy machine; the table prints the
-// rate reached.
+// retries, at t.Rate requests per second on the schedule the other
+// clients keep (pacer): each of t.Conns workers starts a request every
+// Conns/Rate, offset from each other by 1/Rate, catches up when late and
+// drops the slots it missed when more than 250 ms behind
+// (loadgen.Config.Interval). Unlike the other clients, loadgen dials a
+// worker's first connection with its first request, which therefore
+// includes the dial; a connection the server ended is redialled the same
+// way, and that time is the request's Reconnect.
 func loadgenClient(k loadgen.Kind) kindClient {
 	return func(ctx context.Context, t target) ([]timeline.Request, error) {
 		res, err := loadgen.Run(ctx, loadgen.Config{
-			Kind:    k,
-			Addr:    t.Addr,
-			Workers: t.Conns,
-			Pace:    time.Duration(t.Conns) * time.Second / time.Duration(t.Rate),
-			Samples: true,
+			Kind:     k,
+			Addr:     t.Addr,
+			Workers:  t.Conns,
+			Interval: time.Duration(int64(t.Conns) * int64(time.Second) / int64(t.Rate)),
+			Samples:  true,
 		})
 		return byStart(timeline.FromLoadgen(res.Samples)), err
 	}
