@@ -32,11 +32,13 @@
 // context is closed when its connection's turn comes (see below).
 //
 // Every client a drain tells to go away reconnects, to the next
-// generation, which has only just started. [HTTP] tells its connections
-// one after another over [HTTP.Spread] (250 ms by default) rather than all
-// in one instant, so that their reconnections (over TLS, a handshake
-// each, a millisecond or more of CPU on both sides) do not queue behind
-// each other; a connection whose turn has not come is served as before.
+// generation, which has only just started. [HTTP], [Listener] (through
+// [Listener.WrapUpConn]) and [Stopper] (for gRPC in the clear) tell their
+// connections one after another over a spread (250 ms by default) rather
+// than all in one instant, so that their reconnections (over TLS, a
+// handshake each, a millisecond or more of CPU on both sides) do not queue
+// behind each other; a connection whose turn has not come is served as
+// before.
 //
 // # Why not http.Server.Shutdown alone
 //

@@ -306,6 +306,37 @@ func (l *Listener) holdAccepts() {
 // returned from GracefulStop without closing its listener.
 func (l *Listener) releaseAccepts() { l.closed.fire() }
 
+// noticeInTurn sends every tapped HTTP/2 connection's client the notice
+// GOAWAY (see h2Tap.drain), one connection after another at even
+// intervals over spread, and returns once every one has been through its
+// first phase, or ctx is done. Each phase waits at most wait for each of
+// the client's acknowledgements.
+func (l *Listener) noticeInTurn(ctx context.Context, spread, wait time.Duration) {
+	l.mu.Lock()
+	var taps []*h2Tap
+	for c := range l.conns {
+		if t := c.tap.Load(); t != nil {
+			taps = append(taps, t)
+		}
+	}
+	l.mu.Unlock()
+	start := time.Now()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	turn := time.NewTimer(0)
+	defer turn.Stop()
+	for k, t := range taps {
+		at := start.Add(time.Duration(int64(spread) * int64(k) / int64(len(taps))))
+		turn.Reset(time.Until(at))
+		select {
+		case <-turn.C:
+		case <-ctx.Done():
+			return
+		}
+		wg.Go(func() { t.drain(ctx, wait) })
+	}
+}
+
 // handoffWait is how long handedOver waits for a server to use a
 // connection it has accepted. gRPC's accept loop hands each connection to
 // a goroutine of its own, which uses it at once (its first act is
@@ -389,6 +420,13 @@ type trackedConn struct {
 	accepted time.Time
 	wrap     wrapUp    // see Listener.WrapUpConn
 	goAt     time.Time // its turn during the drain; under l.mu
+	// A connection that begins with the HTTP/2 client preface (gRPC
+	// without TLS) passes through a tap, so that Stopper can tell its
+	// client to go in its turn (see Stopper.Spread). sniff is the reading
+	// goroutine's; wrote says the server has written to the connection.
+	sniff prefaceSniffer
+	tap   atomic.Pointer[h2Tap]
+	wrote atomic.Bool
 	// fresh is true until the server first uses the connection (a Read,
 	// Write or deadline), or it is closed: see Listener.handedOver.
 	fresh atomic.Bool
@@ -407,12 +445,31 @@ func (c *trackedConn) use() {
 // Read reads from the connection.
 func (c *trackedConn) Read(b []byte) (int, error) {
 	c.use()
-	return c.Conn.Read(b)
+	n, err := c.Conn.Read(b)
+	if t := c.tap.Load(); t != nil {
+		t.read(b[:n])
+	} else if h2, before := c.sniff.look(b[:n]); h2 {
+		t := tapFrom(c.Conn, b[:n], before)
+		if c.wrote.Load() {
+			// A gRPC server writes its SETTINGS before it reads the
+			// client's preface, and writes nothing more until it has:
+			// the output stands between two frames.
+			t.started = true
+		}
+		c.tap.Store(t)
+	}
+	return n, err
 }
 
 // Write writes to the connection.
 func (c *trackedConn) Write(b []byte) (int, error) {
 	c.use()
+	if t := c.tap.Load(); t != nil {
+		return t.write(b)
+	}
+	if !c.wrote.Load() {
+		c.wrote.Store(true)
+	}
 	return c.Conn.Write(b)
 }
 
@@ -438,7 +495,12 @@ func (c *trackedConn) SetWriteDeadline(t time.Time) error {
 // Close closes the connection. Only the first call counts for the drain.
 func (c *trackedConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(func() { c.l.forget(c) })
+	c.once.Do(func() {
+		if t := c.tap.Load(); t != nil {
+			t.ended()
+		}
+		c.l.forget(c)
+	})
 	return err
 }
 

@@ -40,6 +40,43 @@ func (l sniffListener) Accept() (net.Conn, error) {
 	return &sniffConn{Conn: c, noTap: !l.tap}, nil
 }
 
+// prefaceSniffer looks at the first bytes a server reads from a
+// connection for the HTTP/2 client preface. Only the reading goroutine
+// uses it.
+type prefaceSniffer struct {
+	head  []byte // the first bytes, until len(h2Preface) or a mismatch
+	known bool   // whether the connection is known to be HTTP/2 or not
+}
+
+// look takes p, the next bytes the server read, and reports whether they
+// complete the preface; then before is how many of its bytes came before
+// p. Once the answer is known, look returns false at once.
+func (s *prefaceSniffer) look(p []byte) (h2 bool, before int) {
+	if s.known || len(p) == 0 {
+		return false, 0
+	}
+	before = len(s.head)
+	s.head = append(s.head, p[:min(len(p), len(h2Preface)-len(s.head))]...)
+	switch {
+	case !bytes.HasPrefix(h2Preface, s.head):
+		s.known, s.head = true, nil
+	case len(s.head) == len(h2Preface):
+		s.known, s.head = true, nil
+		return true, before
+	}
+	return false, 0
+}
+
+// tapFrom returns a tap for a connection whose preface the server has just
+// read, the last of it in p: servers read the whole preface themselves,
+// and the tap passes over it, counting from the connection's first byte.
+func tapFrom(c net.Conn, p []byte, before int) *h2Tap {
+	t := newH2Tap(c)
+	t.read(h2Preface[:before])
+	t.read(p)
+	return t
+}
+
 // sniffConn looks at the first bytes read from a connection; once they are
 // the HTTP/2 preface, it passes everything the server reads and writes
 // through a tap.
@@ -48,8 +85,7 @@ type sniffConn struct {
 	noTap bool                  // mark HTTP/2, but leave it alone (its server is not ours to drain in two phases)
 	h2    atomic.Bool           // the preface was seen
 	tap   atomic.Pointer[h2Tap] // set by the reading goroutine, used by the writing one too
-	head  []byte                // the first bytes, until len(h2Preface) or a mismatch
-	known bool                  // only touched by the reading goroutine
+	sniff prefaceSniffer
 }
 
 func (c *sniffConn) Read(p []byte) (int, error) {
@@ -58,24 +94,11 @@ func (c *sniffConn) Read(p []byte) (int, error) {
 		t.read(p[:n])
 		return n, err
 	}
-	if !c.known && n > 0 {
-		before := len(c.head)
-		c.head = append(c.head, p[:min(n, len(h2Preface)-len(c.head))]...)
-		switch {
-		case !bytes.HasPrefix(h2Preface, c.head):
-			c.known, c.head = true, nil
-		case len(c.head) == len(h2Preface):
-			if !c.noTap {
-				// net/http reads the whole preface itself; the tap passes
-				// over it, counting from the connection's first byte.
-				t := newH2Tap(c.Conn)
-				t.read(h2Preface[:before])
-				t.read(p[:n])
-				c.tap.Store(t)
-			}
-			c.h2.Store(true)
-			c.known, c.head = true, nil
+	if h2, before := c.sniff.look(p[:n]); h2 {
+		if !c.noTap {
+			c.tap.Store(tapFrom(c.Conn, p[:n], before))
 		}
+		c.h2.Store(true)
 	}
 	return n, err
 }

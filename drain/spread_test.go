@@ -276,3 +276,53 @@ func TestSpreadListenerWrapUpConn(t *testing.T) {
 	}
 	checkSpread(t, told, spread)
 }
+
+// shutdowner is an http.Server as a GracefulStopper, so that the test can
+// watch a Stopper's notices with an HTTP/2 client that shows its frames.
+type shutdowner struct{ *http.Server }
+
+func (s shutdowner) GracefulStop() { s.Shutdown(context.Background()) }
+func (s shutdowner) Stop()         { s.Close() }
+
+func TestSpreadStopperNotices(t *testing.T) {
+	const spread = 600 * time.Millisecond
+	srv := &http.Server{Handler: handler(), Protocols: new(http.Protocols)}
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	ln := listen(t)
+	st := &Stopper{Server: shutdowner{srv}, Listener: ln, Spread: spread}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	tr, watchers := h2Client(t, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	addr := ln.Addr().String()
+	for range spreadConns {
+		cc, err := tr.NewClientConn(ctx, "http", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		if _, err := h2Get(cc, "http", addr, "/"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	begun := time.Now()
+	res := drainIn(st, 10*time.Second)
+	if got := <-res; got.err != nil || got.r.Ended != spreadConns || got.r.Cut != 0 {
+		t.Fatalf("Drain = %v, %v; want %d ended, 0 cut", got.r, got.err, spreadConns)
+	}
+	select {
+	case <-served:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+	var told []time.Duration
+	for _, w := range *watchers {
+		w.mu.Lock()
+		if !w.firstGoAway.IsZero() {
+			told = append(told, w.firstGoAway.Sub(begun))
+		}
+		w.mu.Unlock()
+	}
+	checkSpread(t, told, spread)
+}

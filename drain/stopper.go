@@ -45,6 +45,18 @@ type Stopper struct {
 	// called. Stopper drains Listener itself: do not add it to a Group as
 	// well.
 	Listener *Listener
+	// Spread is how long, with a Listener, Drain takes to tell the clients
+	// of its cleartext HTTP/2 connections (gRPC without TLS) to go away,
+	// one connection after another at even intervals, before GracefulStop:
+	// every client told reconnects to the next generation, and all of them
+	// at once queue there (see HTTP.Spread). Each is told as [HTTP] tells
+	// an HTTP/2 client, with a GOAWAY that refuses nothing and PINGs
+	// around it, which the server does not see; GracefulStop's own GOAWAY
+	// then finds clients that have already gone. Connections over TLS
+	// cannot be reached below the server's encryption and are told by
+	// GracefulStop alone. Capped at half the time ctx leaves; zero means
+	// DefaultSpread, negative none.
+	Spread time.Duration
 
 	wrap wrapUp
 }
@@ -69,7 +81,10 @@ func (s *Stopper) WrapUp() <-chan struct{} { return s.wrap.channel() }
 // check that closes is in Server.handleRawConn); the client then sees its
 // connection reset before the server's HTTP/2 preface and fails the RPCs
 // waiting for it. Once the server has begun serving a connection,
-// GracefulStop sends it a GOAWAY like every other.
+// GracefulStop sends it a GOAWAY like every other. Then, still before
+// GracefulStop, it tells the clients of its cleartext HTTP/2 connections
+// to go, in turn over Spread, and waits for each to have read it (see
+// Spread).
 func (s *Stopper) Drain(ctx context.Context) (Report, error) {
 	start := time.Now()
 	name := s.Name
@@ -77,8 +92,9 @@ func (s *Stopper) Drain(ctx context.Context) (Report, error) {
 		name = "grpc"
 	}
 	if s.Listener != nil {
-		// gRPC's GOAWAYs come from GracefulStop, all at once; the
-		// Listener has nothing to spread.
+		// The connections' turns are for WrapUpConn, which a gRPC server
+		// does not use: they all come at once, and the spread is
+		// noticeInTurn's.
 		s.Listener.begin(0)
 		s.Listener.holdAccepts()
 		s.Listener.handedOver(ctx)
@@ -86,6 +102,8 @@ func (s *Stopper) Drain(ctx context.Context) (Report, error) {
 		// its listener, its Accept must not stay held.
 		defer s.Listener.releaseAccepts()
 		s.Listener.wrap.fire()
+		s.wrap.fire() // streams may end while the clients are told
+		s.Listener.noticeInTurn(ctx, spreadFor(ctx, s.Spread), DefaultNoticeTimeout)
 	}
 	s.wrap.fire()
 	graceful := make(chan struct{})
