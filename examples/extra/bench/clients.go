@@ -85,20 +85,6 @@ func failure(client string, r timeline.Request, err error) {
 	}
 }
 
-// onDial, if set before the clients start, is told of every connection a
-// request had to dial (its latency includes the dial: TLS handshake, or
-// WebSocket upgrade and greeting), from the clients' goroutines at once,
-// so that latency near upgrades can be split into reconnections and the
-// rest. Connections dialled before the first request are not reported;
-// gRPC's are its own and are not seen.
-var onDial func(client string, requestStart time.Time, took time.Duration, err error)
-
-func dialed(client string, start time.Time, err error) {
-	if onDial != nil {
-		onDial(client, start, time.Since(start), err)
-	}
-}
-
 // maxBehind is how late a connection may run and still catch up.
 const maxBehind = 250 * time.Millisecond
 
@@ -249,7 +235,6 @@ func h2Client(useTLS bool) kindClient {
 			start := time.Now()
 			cc, err := dial(ctx)
 			r.Reconnect += time.Since(start)
-			dialed(scheme, r.Start, err)
 			return cc, err
 		}
 		if err := t.check(); err != nil {
@@ -332,22 +317,36 @@ func h2Client(useTLS bool) kindClient {
 // it: its first attempt met a connection the server's GOAWAY had closed.
 var errTransparentRetry = errors.New("answered only after gRPC's transparent retry")
 
-// retriedKey marks a call's context: its *atomic.Bool is set if gRPC
-// made a transparent retry attempt for the call.
-type retriedKey struct{}
+// callKey marks a call's context with its *callMarks.
+type callKey struct{}
+
+// callMarks is what grpc-go's stats say of one call.
+type callMarks struct {
+	retried atomic.Bool  // gRPC made a transparent retry attempt for it
+	picked  atomic.Int64 // when (UnixNano) it got a connection after waiting for one; 0 if it never waited
+}
 
 // retrySpotter is a stats handler that sees gRPC's transparent retries
 // (of RPCs a GOAWAY kept from the server, which grpc-go resends whatever
-// WithDisableRetry says) and marks the call they belong to. The attempt's
-// context descends from the call's, so the mark is found there.
+// WithDisableRetry says) and calls that had to wait for a connection (the
+// one they would have used had gone away, and grpc-go was opening the
+// next), and marks the call they belong to. The attempt's context
+// descends from the call's, so the mark is found there.
 type retrySpotter struct{}
 
 func (retrySpotter) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
 func (retrySpotter) HandleRPC(ctx context.Context, s stats.RPCStats) {
-	if b, ok := s.(*stats.Begin); ok && b.IsTransparentRetryAttempt {
-		if m, ok := ctx.Value(retriedKey{}).(*atomic.Bool); ok {
-			m.Store(true)
+	m, ok := ctx.Value(callKey{}).(*callMarks)
+	if !ok {
+		return
+	}
+	switch s := s.(type) {
+	case *stats.Begin:
+		if s.IsTransparentRetryAttempt {
+			m.retried.Store(true)
 		}
+	case *stats.DelayedPickComplete:
+		m.picked.CompareAndSwap(0, time.Now().UnixNano())
 	}
 }
 func (retrySpotter) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
@@ -392,20 +391,23 @@ func grpcUnary(ctx context.Context, t target) ([]timeline.Request, error) {
 		cc := conns[id]
 		var out []timeline.Request
 		for n := 0; p.wait(ctx); n++ {
-			retried := new(atomic.Bool)
+			marks := new(callMarks)
 			rctx, cancel := requestCtx(ctx)
-			rctx = context.WithValue(rctx, retriedKey{}, retried)
+			rctx = context.WithValue(rctx, callKey{}, marks)
 			text := fmt.Sprintf("conn %d call %d", id, n)
 			reply := new(wrapperspb.StringValue)
 			r := timeline.Request{Start: time.Now()}
 			err := cc.Invoke(rctx, "/hitless.example.Echo/Echo", wrapperspb.String(text), reply)
 			r.Latency = time.Since(r.Start)
+			if at := marks.picked.Load(); at != 0 {
+				r.Reconnect = time.Unix(0, at).Sub(r.Start)
+			}
 			cancel()
 			pid, rest, _ := strings.Cut(reply.GetValue(), ": ")
 			r.PID, _ = strconv.Atoi(pid)
 			switch {
 			case err != nil:
-			case retried.Load():
+			case marks.retried.Load():
 				err = errTransparentRetry
 			case rest != text:
 				err = fmt.Errorf("answer %q for %q", reply.GetValue(), text)

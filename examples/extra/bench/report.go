@@ -51,7 +51,7 @@ func render(cfg config, results []*result, pictures []string, took time.Duration
 		b.WriteString(row(cfg, res))
 	}
 	fmt.Fprintf(&b, "\nNear upgrades, split by reconnection: every client an old generation tells to go opens a new connection, and the request that does so waits for it "+
-		"(TCP, and the TLS handshake or WebSocket upgrade; gRPC reconnects inside grpc-go, where the client cannot time it). "+
+		"(TCP, and the TLS handshake or WebSocket upgrade; for gRPC, which reconnects inside grpc-go, the wait until grpc-go had a connection for the call). "+
 		"Reconnected: near requests that opened a connection, and their share; "+
 		"without them: p99 of the other near requests over the steady p99, per run; reconnect: p50 / p99 of the time spent opening the connection.\n\n")
 	fmt.Fprintln(&b, "| traffic | server | near | reconnected | p99 near without them / steady, per run | reconnect p50 / p99 |")

@@ -81,7 +81,6 @@ func wsEcho(ctx context.Context, t target) ([]timeline.Request, error) {
 					began := time.Now()
 					c, err = wsDial(rctx, t.Addr)
 					r.Reconnect += time.Since(began)
-					dialed("ws", r.Start, err)
 					if err != nil {
 						return err
 					}
