@@ -5,7 +5,7 @@
 // peak RSS of the old and the new generation while both run, and a picture
 // of each run over time.
 //
-//	cd examples/extra && go run ./bench [-runs 3] [-upgrades 10] [-gap 1s] [-out DIR] [-kinds h2c,raw-tcp] [-args '-preflight']
+//	cd examples/extra && go run ./bench [-runs 3] [-upgrades 10] [-gap 2s] [-out DIR] [-raw] [-kinds h2c,raw-tcp] [-args '-preflight']
 //
 // The kinds: HTTP/1.1 keep-alive, a new connection per request, h2c,
 // HTTP/2 over TLS, gRPC unary, WebSocket echo and raw TCP. Each runs against
@@ -23,7 +23,8 @@
 // pull.
 //
 // DIR gets bench.md (the table) and, for the first run of every kind and
-// server, <kind>-<server>.svg.
+// server, <kind>-<server>.svg; with -raw, also every request of every run
+// as <kind>-<server>-run<N>.csv.
 package main
 
 import (
@@ -46,12 +47,13 @@ type config struct {
 	Runs, Upgrades int
 	Gap            time.Duration // from one SIGHUP to the next
 	Warmup, After  time.Duration // load before the first upgrade, and after the last; the warm-up is not measured
-	Steady         time.Duration // measured load with no upgrade, after the warm-up: what "steady" is made of
+	Steady         time.Duration // measured load with no upgrade, after the warm-up: part of what "steady" is made of
 	Rate, Conns    int           // load: requests or messages per second over all connections
 	Sample         time.Duration // how often each generation's CPU and RSS are read
 	Bucket         time.Duration // the pictures' time resolution
 	Window         time.Duration // "near an upgrade": started within ± this of a SIGHUP
 	Out            string        // where bench.md and the pictures go; empty: a new temporary directory
+	Raw            bool          // also write every request of every run as CSV
 	Kinds          []string
 	Args           []string // more flags for the library's examples
 	Command        string   // how it was invoked, for the report
@@ -59,8 +61,10 @@ type config struct {
 
 func defaultConfig() config {
 	return config{
-		Runs: 3, Upgrades: 10, Gap: time.Second,
-		Warmup: time.Second, Steady: 5 * time.Second, After: time.Second,
+		// Two seconds apart: within ±500 ms of each SIGHUP is near, the
+		// other half steady, interleaved (see measure).
+		Runs: 3, Upgrades: 10, Gap: 2 * time.Second,
+		Warmup: time.Second, Steady: 2 * time.Second, After: time.Second,
 		Rate: 1000, Conns: 32,
 		Sample: 10 * time.Millisecond, Bucket: 100 * time.Millisecond, Window: 500 * time.Millisecond,
 		Kinds: kindNames(),
@@ -94,11 +98,12 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&cfg.Upgrades, "upgrades", cfg.Upgrades, "upgrades per run")
 	fs.DurationVar(&cfg.Gap, "gap", cfg.Gap, "from one SIGHUP to the next (longer if an upgrade takes longer)")
 	fs.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "load before the first upgrade, not measured")
-	fs.DurationVar(&cfg.Steady, "steady", cfg.Steady, "measured load with no upgrade before the first one (the steady state upgrades are compared with)")
+	fs.DurationVar(&cfg.Steady, "steady", cfg.Steady, "measured load with no upgrade before the first one (with the time between upgrades beyond ±500 ms, the steady state upgrades are compared with)")
 	fs.DurationVar(&cfg.After, "after", cfg.After, "measured load after the last upgrade")
 	fs.IntVar(&cfg.Rate, "rate", cfg.Rate, "requests (or messages) per second, over all connections")
 	fs.IntVar(&cfg.Conns, "conns", cfg.Conns, "client connections")
 	fs.DurationVar(&cfg.Sample, "sample", cfg.Sample, "how often each generation's CPU time and RSS are read")
+	fs.BoolVar(&cfg.Raw, "raw", false, "also write every request of every run to DIR/<kind>-<server>-run<N>.csv")
 	fs.StringVar(&cfg.Out, "out", "", "`directory` for bench.md and the SVGs (default: a new temporary directory)")
 	kinds := fs.String("kinds", strings.Join(cfg.Kinds, ","), "comma-separated traffic kinds to run")
 	extra := fs.String("args", "", "more flags for the library's examples, space-separated (the tableflip server gets none)")

@@ -33,6 +33,7 @@ func TestBenchSmoke(t *testing.T) {
 	cfg.Rate, cfg.Conns = 200, 8
 	cfg.Kinds = []string{"http1-keepalive"}
 	cfg.Out = t.TempDir()
+	cfg.Raw = true
 	cfg.Command = "test"
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -60,6 +61,18 @@ func TestBenchSmoke(t *testing.T) {
 			t.Errorf("%s: near/steady %q, want a positive ratio", server, cells[8])
 		}
 		checkSVG(t, filepath.Join(cfg.Out, "http1-keepalive-"+server+".svg"))
+		raw, err := os.ReadFile(filepath.Join(cfg.Out, "http1-keepalive-"+server+"-run1.csv"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSpace(string(raw)), "\n")
+		if lines[0] != "start_us,since_sighup_us,latency_us,reconnect_us,failed,pid" || len(lines) < 101 {
+			t.Errorf("%s: the CSV has %d lines, header %q", server, len(lines), lines[0])
+		}
+		n, _ := strconv.Atoi(cells[3])
+		if len(lines)-1 != n {
+			t.Errorf("%s: the CSV has %d requests, the table %d", server, len(lines)-1, n)
+		}
 	}
 }
 

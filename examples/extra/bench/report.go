@@ -39,7 +39,7 @@ func render(cfg config, results []*result, pictures []string, took time.Duration
 	fmt.Fprintf(&b, "\n`%s`: %d run(s) of every kind and server, %d upgrades %v apart per run, %d requests/s over %d connections, %v of warm-up (not measured), %v with no upgrade before the first and %v after the last; %s/%s, %d CPUs, %s; took %v.\n\n",
 		cfg.Command, cfg.Runs, cfg.Upgrades, cfg.Gap, cfg.Rate, cfg.Conns, cfg.Warmup, cfg.Steady, cfg.After,
 		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version(), took.Round(time.Second))
-	fmt.Fprintf(&b, "p99 near: requests started within ±%v of a SIGHUP; steady: all the others, most of them from the stretch with no upgrade (medians over runs). "+
+	fmt.Fprintf(&b, "p99 near: requests started within ±%v of a SIGHUP; steady: all the others, from the stretch with no upgrade and between upgrades (medians over runs). "+
 		"near/steady per run, then its spread (min–max); ≤ %.1f×: every run within the target. "+
 		"Overlap: from SIGHUP until the old generation is gone, CPU time used and peak RSS of the old and the new generation, "+
 		"read every %v: medians over the upgrades in which both generations were seen while both ran "+

@@ -97,6 +97,12 @@ func bench(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 					fmt.Fprintf(stderr, "run %d/%d %s, %s: %v\n", run, cfg.Runs, k.name, s.name, err)
 					continue
 				}
+				if cfg.Raw {
+					name := fmt.Sprintf("%s-%s-run%d.csv", k.name, s.name, run)
+					if err := writeRaw(filepath.Join(cfg.Out, name), r); err != nil {
+						return err
+					}
+				}
 				near, steady, ratio := r.NearSteady(cfg.Window)
 				fmt.Fprintf(stderr, "run %d/%d %s, %s: %d requests, %d failed; p99 near %s, steady %s: %.2f×\n",
 					run, cfg.Runs, k.name, s.name, len(r.Requests), failed(r), dur(near), dur(steady), ratio)
@@ -197,10 +203,14 @@ func measure(ctx context.Context, cfg config, kind string, s serverSpec, bin, wo
 	// they are not what an upgrade is compared with.
 	sleep(ctx, cfg.Warmup)
 	from := time.Now()
-	// Ten upgrades a second apart leave no request more than a window
-	// from one: the steady state they are compared with is a stretch of
-	// load with no upgrade first. The first SIGHUP comes a window after
-	// it, so that requests on both sides of every upgrade are measured.
+	// The steady state an upgrade is compared with is every request more
+	// than a window from any SIGHUP: a stretch of load with no upgrade
+	// first, and, with upgrades more than two windows apart, the time
+	// between them, so that near and steady requests alternate and a
+	// machine whose speed drifts over the run (a shared one does, by
+	// tens of per cent in a minute) weighs on both alike. The first
+	// SIGHUP comes a window after the stretch, so that requests on both
+	// sides of every upgrade are measured.
 	var (
 		ups    []harness.Upgrade
 		upErr  error
