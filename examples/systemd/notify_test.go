@@ -227,6 +227,20 @@ func (u *unit) settled() (gen, pid int, version string) {
 	return gen, pid, version
 }
 
+// settledAt is settled once generation want, at least, serves: an
+// upgrade queued behind a draining generation begins only when that one
+// has exited (the drain tells its connections to go over
+// drain.DefaultSpread), and until then the generation before it serves,
+// settled, under a StatusText that does not mention the queued upgrade.
+func (u *unit) settledAt(want int) (gen, pid int, version string) {
+	u.t.Helper()
+	waitFor(20*time.Second, func() bool {
+		g, _, ok := serving(u.prop("StatusText"))
+		return ok && g >= want
+	})
+	return u.settled()
+}
+
 // waitReloading waits until the unit is reloading: the upgrade's
 // RELOADING=1 has reached systemd.
 func (u *unit) waitReloading() {
@@ -367,7 +381,7 @@ func testNotifyReload(t *testing.T, sd *sdtest.Systemd) {
 	if o.code != 0 || ver != v2.name {
 		t.Fatalf("SIGHUP during a reload: reload exit %d, then MainPID %d runs %s, want v2", o.code, main, ver)
 	}
-	gen2, _, ver := u.settled()
+	gen2, _, ver := u.settledAt(gen1 + 2)
 	if gen2 != gen1+2 || ver != v1.name {
 		t.Fatalf("after the SIGHUP's upgrade: generation %d (want %d) running %s (want v1)", gen2, gen1+2, ver)
 	}
@@ -384,7 +398,7 @@ func testNotifyReload(t *testing.T, sd *sdtest.Systemd) {
 	if o.code != 0 || o.version != v2.name {
 		t.Fatalf("reload during a SIGHUP's upgrade: exit %d, MainPID %d runs %s (want v2)", o.code, o.mainPID, o.version)
 	}
-	if gen3, _, _ := u.settled(); gen3 != gen2+2 {
+	if gen3, _, _ := u.settledAt(gen2 + 2); gen3 != gen2+2 {
 		t.Fatalf("generation %d -> %d, want two upgrades", gen2, gen3)
 	}
 
