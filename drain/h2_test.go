@@ -7,63 +7,17 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/binary"
 	"errors"
 	"io"
 	"math/big"
 	"net"
 	"net/http"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hitlessgo/hitless/internal/h2watch"
 )
-
-// frameWatcher parses the HTTP/2 frames a client reads from a cleartext
-// connection (the server sends no preface), to see GOAWAY arrive, and
-// records how the connection ended.
-type frameWatcher struct {
-	net.Conn
-	mu                sync.Mutex
-	buf               []byte
-	goAways           []uint32 // error codes
-	firstGoAway       time.Time
-	framesAfterGoAway int
-	end               error // the read error that ended the connection
-}
-
-func (w *frameWatcher) Read(p []byte) (int, error) {
-	n, err := w.Conn.Read(p)
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.buf = append(w.buf, p[:n]...)
-	for len(w.buf) >= 9 {
-		length := int(w.buf[0])<<16 | int(w.buf[1])<<8 | int(w.buf[2])
-		if len(w.buf) < 9+length {
-			break
-		}
-		if len(w.goAways) > 0 {
-			w.framesAfterGoAway++
-		}
-		if w.buf[3] == 0x7 && length >= 8 { // GOAWAY
-			if len(w.goAways) == 0 {
-				w.firstGoAway = time.Now()
-			}
-			w.goAways = append(w.goAways, binary.BigEndian.Uint32(w.buf[13:17]))
-		}
-		w.buf = w.buf[9+length:]
-	}
-	if err != nil && w.end == nil {
-		w.end = err
-	}
-	return n, err
-}
-
-func (w *frameWatcher) result() ([]uint32, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.goAways, w.end
-}
 
 func selfSigned(t *testing.T) tls.Certificate {
 	t.Helper()
@@ -85,32 +39,20 @@ func selfSigned(t *testing.T) tls.Certificate {
 }
 
 // h2Client makes single HTTP/2 connections that never retry a request
-// (http.Transport.NewClientConn), over TLS or h2c.
-func h2Client(t *testing.T, tlsOn bool) (*http.Transport, *[]*frameWatcher) {
-	var (
-		mu       sync.Mutex
-		watchers []*frameWatcher
-	)
+// (http.Transport.NewClientConn), over TLS or h2c; over h2c the Dialer
+// has every connection, its frames watched.
+func h2Client(t *testing.T, tlsOn bool) (*http.Transport, *h2watch.Dialer) {
+	d := new(h2watch.Dialer)
 	tr := &http.Transport{Protocols: new(http.Protocols)}
 	if tlsOn {
 		tr.Protocols.SetHTTP2(true)
 		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
 	} else {
 		tr.Protocols.SetUnencryptedHTTP2(true)
-		tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			w := &frameWatcher{Conn: c}
-			mu.Lock()
-			watchers = append(watchers, w)
-			mu.Unlock()
-			return w, nil
-		}
+		tr.DialContext = d.DialContext
 	}
 	t.Cleanup(tr.CloseIdleConnections)
-	return tr, &watchers
+	return tr, d
 }
 
 func h2Server(t *testing.T, tlsOn bool) (*HTTP, string) {
@@ -224,11 +166,12 @@ func TestHTTP2GoAwayThenStreamsFinish(t *testing.T) {
 			if tc.tls {
 				return // the frames are encrypted; h2c shows them
 			}
-			if len(*watchers) != 2 {
-				t.Fatalf("%d connections", len(*watchers))
+			if len(watchers.Conns()) != 2 {
+				t.Fatalf("%d connections", len(watchers.Conns()))
 			}
-			for i, w := range *watchers {
-				goAways, end := w.result()
+			for i, w := range watchers.Conns() {
+				goAways, _ := w.GoAways()
+				end := w.End()
 				if len(goAways) == 0 || goAways[0] != 0 {
 					t.Errorf("connection %d: GOAWAY codes %v, want a graceful one (NO_ERROR)", i, goAways)
 				}

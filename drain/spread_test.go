@@ -1,7 +1,9 @@
 package drain
 
 import (
+	"bufio"
 	"context"
+	"net"
 	"net/http"
 	"slices"
 	"sync"
@@ -135,28 +137,26 @@ func TestSpreadHTTP2GoAway(t *testing.T) {
 		t.Fatalf("Drain = %v, %v; want %d ended, 0 cut", got.r, got.err, spreadConns)
 	}
 	var told []time.Duration
-	for _, w := range *watchers {
-		w.mu.Lock()
-		if !w.firstGoAway.IsZero() {
-			told = append(told, w.firstGoAway.Sub(begun))
+	for _, w := range watchers.Conns() {
+		if _, first := w.GoAways(); !first.IsZero() {
+			told = append(told, first.Sub(begun))
 		}
-		w.mu.Unlock()
 	}
 	checkSpread(t, told, spread)
 }
 
-func TestSpreadHijackedWrapUp(t *testing.T) {
-	const spread = 600 * time.Millisecond
-	var handlers sync.WaitGroup
-	defer handlers.Wait()
-	h := &HTTP{Server: &http.Server{Handler: hijackHandler(&handlers, false)}, Spread: spread}
-	addr, served := serve(t, h)
+// byes dials spreadConns connections of the goodbye-aware line echo with
+// dial, begins a drain with begin (which returns when it began it), and
+// returns how long after that each connection's server said BYE; each
+// connection closes then.
+func byes(t *testing.T, dial func() (net.Conn, *bufio.Reader), begin func() time.Time) []time.Duration {
+	t.Helper()
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var told []time.Duration
 	begun := make(chan time.Time)
 	for range spreadConns {
-		c, r := dialHijack(t, addr)
+		c, r := dial()
 		wg.Go(func() {
 			start := <-begun
 			if l, _ := r.ReadString('\n'); l != "BYE\n" {
@@ -169,17 +169,42 @@ func TestSpreadHijackedWrapUp(t *testing.T) {
 			c.Close()
 		})
 	}
-	now := time.Now()
-	res := drainIn(h, 10*time.Second)
+	now := begin()
 	for range spreadConns {
 		begun <- now
 	}
 	wg.Wait()
+	return told
+}
+
+// hijackedTurns drains an HTTP serving spreadConns hijacked connections
+// with the given Spread, within timeout, and returns how long after the
+// drain's start each was told to wrap up (its BYE).
+func hijackedTurns(t *testing.T, spread, timeout time.Duration) []time.Duration {
+	t.Helper()
+	var handlers sync.WaitGroup
+	defer handlers.Wait()
+	h := &HTTP{Server: &http.Server{Handler: hijackHandler(&handlers, false)}, Spread: spread}
+	addr, served := serve(t, h)
+	var res <-chan struct {
+		r   Report
+		err error
+	}
+	told := byes(t, func() (net.Conn, *bufio.Reader) { return dialHijack(t, addr) }, func() time.Time {
+		now := time.Now()
+		res = drainIn(h, timeout)
+		return now
+	})
 	if got := <-res; got.err != nil || got.r.Ended != spreadConns {
 		t.Fatalf("Drain = %v, %v; want %d ended", got.r, got.err, spreadConns)
 	}
 	<-served
-	checkSpread(t, told, spread)
+	return told
+}
+
+func TestSpreadHijackedWrapUp(t *testing.T) {
+	const spread = 600 * time.Millisecond
+	checkSpread(t, hijackedTurns(t, spread, 10*time.Second), spread)
 }
 
 // A spread longer than the drain's deadline allows is cut to half of
@@ -195,39 +220,8 @@ func TestSpreadBounds(t *testing.T) {
 		{"negative is at once", -1, 10 * time.Second, 60 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var handlers sync.WaitGroup
-			defer handlers.Wait()
-			h := &HTTP{Server: &http.Server{Handler: hijackHandler(&handlers, false)}, Spread: tc.spread}
-			addr, served := serve(t, h)
-			var wg sync.WaitGroup
-			var mu sync.Mutex
-			var last time.Duration
-			begun := make(chan time.Time)
-			for range spreadConns {
-				c, r := dialHijack(t, addr)
-				wg.Go(func() {
-					start := <-begun
-					if l, _ := r.ReadString('\n'); l != "BYE\n" {
-						t.Errorf("got %q, want BYE", l)
-						return
-					}
-					mu.Lock()
-					last = max(last, time.Since(start))
-					mu.Unlock()
-					c.Close()
-				})
-			}
-			now := time.Now()
-			res := drainIn(h, tc.timeout)
-			for range spreadConns {
-				begun <- now
-			}
-			wg.Wait()
-			if got := <-res; got.err != nil {
-				t.Fatalf("Drain: %v", got.err)
-			}
-			<-served
-			if last > tc.within {
+			told := hijackedTurns(t, tc.spread, tc.timeout)
+			if last := slices.Max(told); last > tc.within {
 				t.Errorf("the last connection was told after %v, want within %v", last, tc.within)
 			}
 		})
@@ -239,33 +233,20 @@ func TestSpreadListenerWrapUpConn(t *testing.T) {
 	ln := listen(t)
 	ln.Spread = spread
 	lineServer(t, ln)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var told []time.Duration
-	begun := make(chan time.Time)
-	for range spreadConns {
-		c, r := dialLine(t, ln.Addr().String())
-		wg.Go(func() {
-			start := <-begun
-			if l, _ := r.ReadString('\n'); l != "BYE\n" {
-				t.Errorf("got %q, want BYE", l)
-				return
-			}
-			mu.Lock()
-			told = append(told, time.Since(start))
-			mu.Unlock()
-			c.Close()
-		})
+	var res <-chan struct {
+		r   Report
+		err error
 	}
-	for ln.Conns() != spreadConns {
-		time.Sleep(time.Millisecond)
+	dial := func() (net.Conn, *bufio.Reader) { return dialLine(t, ln.Addr().String()) }
+	begin := func() time.Time {
+		for ln.Conns() != spreadConns {
+			time.Sleep(time.Millisecond)
+		}
+		now := time.Now()
+		res = drainIn(ln, 10*time.Second)
+		return now
 	}
-	now := time.Now()
-	res := drainIn(ln, 10*time.Second)
-	for range spreadConns {
-		begun <- now
-	}
-	wg.Wait()
+	told := byes(t, dial, begin)
 	if got := <-res; got.err != nil || got.r.Ended != spreadConns {
 		t.Fatalf("Drain = %v, %v; want %d ended", got.r, got.err, spreadConns)
 	}
@@ -317,12 +298,10 @@ func TestSpreadStopperNotices(t *testing.T) {
 		t.Fatal("Serve did not return")
 	}
 	var told []time.Duration
-	for _, w := range *watchers {
-		w.mu.Lock()
-		if !w.firstGoAway.IsZero() {
-			told = append(told, w.firstGoAway.Sub(begun))
+	for _, w := range watchers.Conns() {
+		if _, first := w.GoAways(); !first.IsZero() {
+			told = append(told, first.Sub(begun))
 		}
-		w.mu.Unlock()
 	}
 	checkSpread(t, told, spread)
 }

@@ -8,7 +8,6 @@ import (
 	"net"
 	"path/filepath"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,36 +16,9 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/hitlessgo/hitless/drain"
+	"github.com/hitlessgo/hitless/internal/h2watch"
 	"github.com/hitlessgo/hitless/internal/harness"
 )
-
-// goAwayWatcher is a client connection that notes when the first GOAWAY
-// frame arrives from the server (gRPC here is HTTP/2 in the clear, so its
-// frames can be read on the wire).
-type goAwayWatcher struct {
-	net.Conn
-	mu    sync.Mutex
-	buf   []byte
-	first time.Time
-}
-
-func (w *goAwayWatcher) Read(p []byte) (int, error) {
-	n, err := w.Conn.Read(p)
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.buf = append(w.buf, p[:n]...)
-	for len(w.buf) >= 9 {
-		length := int(w.buf[0])<<16 | int(w.buf[1])<<8 | int(w.buf[2])
-		if len(w.buf) < 9+length {
-			break
-		}
-		if w.buf[3] == 0x7 && w.first.IsZero() { // GOAWAY
-			w.first = time.Now()
-		}
-		w.buf = w.buf[9+length:]
-	}
-	return n, err
-}
 
 // TestGoAwaysSpreadOverConnections checks that an upgrade tells the
 // clients of its connections to go one after another, over
@@ -61,19 +33,10 @@ func TestGoAwaysSpreadOverConnections(t *testing.T) {
 	defer cancel()
 	s, _ := harness.StartT(t, harness.Config{Binary: serverBin, Args: []string{"-addr", addr, "-pidfile", pidFile}, PIDFile: pidFile})
 
-	var mu sync.Mutex
-	var watchers []*goAwayWatcher
-	dial := func(ctx context.Context, addr string) (net.Conn, error) {
-		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-		if err != nil {
-			return nil, err
-		}
-		w := &goAwayWatcher{Conn: c}
-		mu.Lock()
-		watchers = append(watchers, w)
-		mu.Unlock()
-		return w, nil
-	}
+	// gRPC here is HTTP/2 in the clear: its frames can be read on the
+	// wire.
+	watched := new(h2watch.Dialer)
+	dial := func(ctx context.Context, addr string) (net.Conn, error) { return watched.DialContext(ctx, "tcp", addr) }
 	for i := range conns {
 		cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithContextDialer(dial))
 		if err != nil {
@@ -89,9 +52,7 @@ func TestGoAwaysSpreadOverConnections(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	mu.Lock()
-	first := slices.Clone(watchers)
-	mu.Unlock()
+	first := watched.Conns()
 	if len(first) != conns {
 		t.Fatalf("%d connections dialled, want %d", len(first), conns)
 	}
@@ -101,11 +62,9 @@ func TestGoAwaysSpreadOverConnections(t *testing.T) {
 	}
 	var told []time.Duration
 	for _, w := range first {
-		w.mu.Lock()
-		if !w.first.IsZero() {
-			told = append(told, w.first.Sub(u.Ready))
+		if _, at := w.GoAways(); !at.IsZero() {
+			told = append(told, at.Sub(u.Ready))
 		}
-		w.mu.Unlock()
 	}
 	slices.Sort(told)
 	t.Logf("GOAWAYs after the new generation was ready: %v", told)

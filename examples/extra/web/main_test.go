@@ -13,7 +13,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -32,6 +31,7 @@ import (
 	"github.com/coder/websocket"
 	"golang.org/x/net/http2"
 
+	"github.com/hitlessgo/hitless/internal/h2watch"
 	"github.com/hitlessgo/hitless/internal/harness"
 	"github.com/hitlessgo/hitless/internal/loadgen"
 )
@@ -248,38 +248,6 @@ func wsClient(ctx context.Context, addr string, id int, pace time.Duration, st *
 	}
 }
 
-// frameWatcher parses the HTTP/2 frames the client reads (after TLS, if
-// any), to see GOAWAY, and how the connection ended.
-type frameWatcher struct {
-	net.Conn
-	mu      sync.Mutex
-	buf     []byte
-	goAways []uint32
-	end     error
-	closing bool
-}
-
-func (w *frameWatcher) Read(p []byte) (int, error) {
-	n, err := w.Conn.Read(p)
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.buf = append(w.buf, p[:n]...)
-	for len(w.buf) >= 9 {
-		length := int(w.buf[0])<<16 | int(w.buf[1])<<8 | int(w.buf[2])
-		if len(w.buf) < 9+length {
-			break
-		}
-		if w.buf[3] == 0x7 && length >= 8 {
-			w.goAways = append(w.goAways, binary.BigEndian.Uint32(w.buf[13:17]))
-		}
-		w.buf = w.buf[9+length:]
-	}
-	if err != nil && w.end == nil && !w.closing {
-		w.end = err
-	}
-	return n, err
-}
-
 // h2Burst is how many streams an h2Client keeps in flight at once.
 const h2Burst = 4
 
@@ -295,15 +263,14 @@ func h2Client(ctx context.Context, addr string, useTLS bool, id int, st *stats) 
 	}
 	var (
 		cc       *http2.ClientConn
-		w        *frameWatcher
+		w        *h2watch.Conn
 		connPID  int
 		lastPIDs []int // generations that sent this client a GOAWAY
 	)
 	retire := func() {
-		w.mu.Lock()
-		w.closing = true
-		goAways, end := slices.Clone(w.goAways), w.end
-		w.mu.Unlock()
+		w.Closing()
+		goAways, _ := w.GoAways()
+		end := w.End()
 		cc.Close()
 		switch {
 		case len(goAways) == 0 || goAways[0] != 0:
@@ -339,7 +306,7 @@ func h2Client(ctx context.Context, addr string, useTLS bool, id int, st *stats) 
 				}
 				c = tc
 			}
-			w = &frameWatcher{Conn: c}
+			w = &h2watch.Conn{Conn: c}
 			if cc, err = tr.NewClientConn(w); err != nil {
 				st.fail("%s %d: new client conn: %v", scheme, id, err)
 				c.Close()
@@ -415,9 +382,7 @@ func h2Client(ctx context.Context, addr string, useTLS bool, id int, st *stats) 
 		}
 	}
 	if cc != nil {
-		w.mu.Lock()
-		w.closing = true
-		w.mu.Unlock()
+		w.Closing()
 		cc.Close()
 	}
 }
