@@ -141,10 +141,40 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	rctx, cancel := context.WithTimeout(ctx, cfg.ReadyTimeout)
 	defer cancel()
 	if _, err := s.waitPIDChange(rctx, 0, s.first); err != nil {
+		if rctx.Err() != nil {
+			err = fmt.Errorf("%w%s", err, s.dumpStuck(s.first))
+		}
 		s.Close()
 		return nil, fmt.Errorf("harness: starting %s: %w", cfg.Binary, err)
 	}
 	return s, nil
+}
+
+// dumpStuck is for a process that did not become ready in time, but
+// lives: it says what the kernel says the process is doing, and sends it
+// SIGQUIT, on which a Go program writes every goroutine's stack to its
+// stderr (the server log) and exits. A start that hangs once in many
+// runs is then found in the log of the run that hung.
+func (s *Server) dumpStuck(pid int) string {
+	if gone, _, _ := s.exitStatus(pid); gone {
+		return ""
+	}
+	state := "?"
+	if b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); err == nil {
+		if i := strings.LastIndexByte(string(b), ')'); i >= 0 && i+2 < len(b) {
+			state = string(b[i+2])
+		}
+	}
+	wchan, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/wchan")
+	syscall.Kill(pid, syscall.SIGQUIT)
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		if gone, _, _ := s.exitStatus(pid); gone {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return fmt.Sprintf("; pid %d was alive, state %s, wchan %q: sent SIGQUIT for its goroutines' stacks (in the server log)", pid, state, wchan)
 }
 
 // PID returns the pid the pid file names now, or the last one read if the

@@ -233,9 +233,18 @@ func TestStartFailsWhenServerExits(t *testing.T) {
 }
 
 func TestStartReadyTimeout(t *testing.T) {
+	start := time.Now()
 	_, err := startScript(t, "exec sleep 30", 200*time.Millisecond)
 	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "is missing") {
 		t.Fatalf("Start = %v, want a deadline error saying the pid file is missing", err)
+	}
+	// The process that hung was alive: it was asked for its stacks (a
+	// sleep just dies of SIGQUIT) and the error says what it was doing.
+	if !strings.Contains(err.Error(), "was alive, state S") || !strings.Contains(err.Error(), "sent SIGQUIT") {
+		t.Errorf("Start = %v, want it to say the process was alive, sleeping, and got SIGQUIT", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Start took %v: the stuck process did not end at SIGQUIT", d)
 	}
 }
 
