@@ -643,8 +643,7 @@ func (h *HTTP) lameDuck(next http.Handler) http.Handler {
 		// A tapped HTTP/2 connection gets its GOAWAYs from the drain: the
 		// server would turn "Connection: close" into a GOAWAY of its own
 		// at once, which refuses the streams the client is opening.
-		lw := &lameDuckWriter{ResponseWriter: w, h: h, tapped: h.twoPhase && r.ProtoMajor == 2}
-		lw.conn, _ = r.Context().Value(connKey{}).(*connInfo)
+		lw := &lameDuckWriter{ResponseWriter: w, h: h, ctx: r.Context(), tapped: h.twoPhase && r.ProtoMajor == 2}
 		next.ServeHTTP(lw, r)
 		if !lw.wroteHeader && !lw.tapped && lw.told() {
 			// The server writes the header after we return.
@@ -656,15 +655,21 @@ func (h *HTTP) lameDuck(next http.Handler) http.Handler {
 type lameDuckWriter struct {
 	http.ResponseWriter
 	h           *HTTP
-	conn        *connInfo // nil if the request's context does not say
+	ctx         context.Context // the request's, which carries its connection's record
 	tapped      bool
 	wroteHeader bool
 }
 
 // told reports whether the response's connection has been told to go
 // away: the drain has begun and the connection's turn has come.
+// The record is looked up only once the drain has begun: before, every
+// response is an ordinary one and pays nothing for the lookup.
 func (w *lameDuckWriter) told() bool {
-	return w.h.draining.Load() && (w.conn == nil || w.conn.turned.Load())
+	if !w.h.draining.Load() {
+		return false
+	}
+	ci, ok := w.ctx.Value(connKey{}).(*connInfo)
+	return !ok || ci.turned.Load()
 }
 
 func (w *lameDuckWriter) WriteHeader(code int) {

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hitlessgo/hitless/internal/h2watch"
 )
 
 // The drain tells its connections to go away over HTTP.Spread, not all at
@@ -47,6 +49,29 @@ func checkSpread(t *testing.T, told []time.Duration, spread time.Duration) {
 			t.Errorf("%d of %d connections were told in the same tenth (%d) of the spread", n, spreadConns, tenth)
 		}
 	}
+}
+
+// h2cConns opens spreadConns h2c connections to addr, each used once, and
+// returns them and the Dialer that watches their frames; they close at the
+// end of the test.
+func h2cConns(t *testing.T, addr string) ([]*http.ClientConn, *h2watch.Dialer) {
+	t.Helper()
+	tr, watchers := h2Client(t, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ccs := make([]*http.ClientConn, spreadConns)
+	for i := range ccs {
+		cc, err := tr.NewClientConn(ctx, "http", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		if _, err := h2Get(cc, "http", addr, "/"); err != nil {
+			t.Fatal(err)
+		}
+		ccs[i] = cc
+	}
+	return ccs, watchers
 }
 
 func TestSpreadKeepAliveConnectionClose(t *testing.T) {
@@ -100,21 +125,7 @@ func TestSpreadHTTP2GoAway(t *testing.T) {
 	const spread = 600 * time.Millisecond
 	h, addr := h2Server(t, false)
 	h.Spread = spread
-	tr, watchers := h2Client(t, false)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ccs := make([]*http.ClientConn, spreadConns)
-	for i := range ccs {
-		cc, err := tr.NewClientConn(ctx, "http", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cc.Close()
-		if _, err := h2Get(cc, "http", addr, "/"); err != nil {
-			t.Fatal(err)
-		}
-		ccs[i] = cc
-	}
+	ccs, watchers := h2cConns(t, addr)
 	begun := time.Now()
 	res := drainIn(h, 10*time.Second)
 	// Until its GOAWAY, each connection still serves: keep one request
@@ -273,20 +284,7 @@ func TestSpreadStopperNotices(t *testing.T) {
 	st := &Stopper{Server: shutdowner{srv}, Listener: ln, Spread: spread}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	tr, watchers := h2Client(t, false)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	addr := ln.Addr().String()
-	for range spreadConns {
-		cc, err := tr.NewClientConn(ctx, "http", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cc.Close()
-		if _, err := h2Get(cc, "http", addr, "/"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	_, watchers := h2cConns(t, ln.Addr().String())
 	begun := time.Now()
 	res := drainIn(st, 10*time.Second)
 	if got := <-res; got.err != nil || got.r.Ended != spreadConns || got.r.Cut != 0 {
