@@ -23,6 +23,11 @@
 //     handlers of the datagrams it read answer, then closes; it runs the
 //     handlers itself or drains a library that reads it, such as
 //     github.com/miekg/dns.
+//   - [Router]: a datagram socket shared by generations of a protocol that
+//     keeps connections over it (QUIC, HTTP/3): only one generation reads
+//     the socket at a time, and it passes each datagram of the other
+//     generation's connections to that one, so that a connection is served
+//     to its end by the process that holds its state.
 //
 // Long-lived work (a stream, a WebSocket, a raw connection) cannot be
 // drained by waiting alone: each drainer has a WrapUp channel, closed when

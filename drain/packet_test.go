@@ -19,7 +19,7 @@ import (
 // "unixgram" in a temporary directory) and returns two conns on it, each
 // with a descriptor of its own, as two generations hold it during an
 // upgrade.
-func listenShared(t *testing.T, network string) (a, b net.PacketConn) {
+func listenShared(t testing.TB, network string) (a, b net.PacketConn) {
 	t.Helper()
 	var err error
 	switch network {

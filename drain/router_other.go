@@ -1,0 +1,15 @@
+//go:build !unix
+
+package drain
+
+import (
+	"net"
+	"time"
+)
+
+// sendNow sends msg as one record, waiting at most a moment.
+func sendNow(c *net.UnixConn, msg []byte) error {
+	c.SetWriteDeadline(time.Now().Add(time.Millisecond))
+	_, err := c.Write(msg)
+	return err
+}
