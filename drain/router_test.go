@@ -294,5 +294,3 @@ func FuzzRouterChannel(f *testing.F) {
 		}
 	})
 }
-
-
