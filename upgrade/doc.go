@@ -9,7 +9,10 @@
 //  1. [New] takes over the sockets the previous generation handed down
 //     (none on a cold start); [Upgrader.Listen] (stream sockets) and
 //     [Upgrader.ListenPacket] (UDP and unixgram) return each by its logical
-//     name, inherited, from systemd, or freshly bound. Files and state the
+//     name, inherited, from systemd, or freshly bound; [Upgrader.ListenRouted]
+//     gives a UDP socket for a protocol with connections over it (QUIC) as
+//     a drain.Router, which passes each datagram to the generation that owns
+//     its connection. Files and state the
 //     previous generation offered are taken by name with [Upgrader.File]
 //     and [Upgrader.State].
 //  2. The application starts serving, then [Upgrader.Ready] (or
