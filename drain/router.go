@@ -334,8 +334,8 @@ func (r *Router) ReadFrom(p []byte) (int, net.Addr, error) {
 			continue
 		}
 		n, from, err := r.conn.ReadFrom(p)
-		r.sockMu.RUnlock()
 		if err != nil {
+			r.sockMu.RUnlock()
 			if r.handing.Load() {
 				// Drain interrupted the read to hand the socket over.
 				continue
@@ -343,7 +343,11 @@ func (r *Router) ReadFrom(p []byte) (int, net.Addr, error) {
 			return n, from, err
 		}
 		r.read.Add(1)
-		if r.forward(p[:n], from) {
+		// Routed before the lock is let go: a flow this datagram begins is
+		// then remembered before Drain lists the flows it hands over.
+		passed := r.forward(p[:n], from)
+		r.sockMu.RUnlock()
+		if passed {
 			continue
 		}
 		return n, from, nil
@@ -605,6 +609,25 @@ func (r *Router) SetReadDeadline(t time.Time) error {
 
 // SetWriteDeadline sets the shared socket's write deadline.
 func (r *Router) SetWriteDeadline(t time.Time) error { return r.conn.SetWriteDeadline(t) }
+
+// SetReadBuffer sets the shared socket's receive buffer (SO_RCVBUF), which
+// holds the datagrams that arrive while the socket changes hands.
+func (r *Router) SetReadBuffer(bytes int) error { return r.setBuffer(syscall.SO_RCVBUF, bytes) }
+
+// SetWriteBuffer sets the shared socket's send buffer (SO_SNDBUF).
+func (r *Router) SetWriteBuffer(bytes int) error { return r.setBuffer(syscall.SO_SNDBUF, bytes) }
+
+func (r *Router) setBuffer(opt, bytes int) error {
+	rc, err := r.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = setsockoptInt(fd, opt, bytes) }); err != nil {
+		return err
+	}
+	return serr
+}
 
 // SyscallConn gives the shared socket's descriptor, for socket options
 // (quic-go sets its buffer sizes and the don't-fragment bit through it).

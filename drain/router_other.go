@@ -3,6 +3,7 @@
 package drain
 
 import (
+	"errors"
 	"net"
 	"time"
 )
@@ -13,3 +14,5 @@ func sendNow(c *net.UnixConn, msg []byte) error {
 	_, err := c.Write(msg)
 	return err
 }
+
+func setsockoptInt(uintptr, int, int) error { return errors.ErrUnsupported }

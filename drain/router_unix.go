@@ -4,6 +4,7 @@ package drain
 
 import (
 	"net"
+	"os"
 	"syscall"
 )
 
@@ -24,4 +25,8 @@ func sendNow(c *net.UnixConn, msg []byte) error {
 		return err
 	}
 	return serr
+}
+
+func setsockoptInt(fd uintptr, opt, value int) error {
+	return os.NewSyscallError("setsockopt", syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, opt, value))
 }
