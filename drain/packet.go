@@ -52,9 +52,9 @@ var errStopped = errors.New("drain: reading stopped")
 // Share a socket this way only for protocols whose datagrams stand alone:
 // a request answered by one reply, or a one-way message (DNS, syslog,
 // statsd, NTP, RADIUS). A protocol that keeps sessions over datagrams is
-// not safe yet: QUIC, DTLS or a game or VoIP session would have the
-// packets of the old generation's sessions read by the new one, which
-// does not know them.
+// not safe with a Packet: QUIC, DTLS or a game or VoIP session would have
+// the packets of the old generation's sessions read by the new one, which
+// does not know them. For QUIC, use a [Router].
 //
 // A Packet works in one of two ways:
 //

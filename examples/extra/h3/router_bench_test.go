@@ -4,13 +4,8 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -32,7 +27,10 @@ import (
 // that is draining, gets each of its packets passed on by the next
 // generation's Router ("forwarded"). All in one process, on loopback.
 func BenchmarkHTTP3Router(b *testing.B) {
-	cert := benchCert(b)
+	cert, err := selfSigned()
+	if err != nil {
+		b.Fatal(err)
+	}
 	serve := func(b *testing.B, conn net.PacketConn, id drain.RouterID) (stop func()) {
 		tr := &quic.Transport{Conn: conn, ConnectionIDGenerator: quicroute.Generator(id)}
 		ln, err := tr.Listen(http3.ConfigureTLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}}), &quic.Config{})
@@ -154,19 +152,4 @@ func BenchmarkHTTP3Router(b *testing.B) {
 		stopNew()
 		newGen.Close()
 	})
-}
-
-// benchCert is a self-signed certificate for 127.0.0.1.
-func benchCert(b *testing.B) tls.Certificate {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		b.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
