@@ -721,12 +721,14 @@ func readyPending(child, old int) bool {
 	}
 	// The old generation reads the byte and then closes its end: between
 	// the two the pipe looks empty, as if nothing had been written. Give
-	// it time to close (a loaded machine may not run it for a while).
-	for range 3 {
+	// it time to close (a loaded machine may not run it for a while: CI,
+	// with two systemds booted, once took longer than 30 ms, and the kill
+	// then landed on a generation the old one had already handed over to).
+	for range 10 {
 		if !look() {
 			return false
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
 	return look()
 }
