@@ -379,11 +379,8 @@ func (r *Router) forward(datagram []byte, from net.Addr) bool {
 	} else {
 		toPred = pred != nil && route.Owner == *pred
 	}
-	if !toPred {
-		return false
-	}
-	if pred == nil {
-		// A flow of a previous generation that has gone: ours now.
+	if !toPred || pred == nil {
+		// pred == nil: a flow of a previous generation that has gone, ours now.
 		return false
 	}
 	r.fwdBuf = appendDatagram(r.fwdBuf[:0], datagram, from)

@@ -197,9 +197,19 @@ func packetServerMain() int {
 			}
 		}
 	}
+	defer handleTestSignals(upg, log)()
+	if err := upg.Run(ctx, srv); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// handleTestSignals upgrades on SIGHUP and stops on SIGTERM, logging a
+// failed upgrade, until the returned function is called.
+func handleTestSignals(upg *Upgrader, log *slog.Logger) (stop func()) {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM)
-	defer signal.Stop(sigs)
 	go func() {
 		for sig := range sigs {
 			if sig == syscall.SIGTERM {
@@ -214,11 +224,7 @@ func packetServerMain() int {
 			}
 		}
 	}()
-	if err := upg.Run(ctx, srv); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return 0
+	return func() { signal.Stop(sigs) }
 }
 
 func writeFileAtomic(path, content string) error {

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -94,22 +93,7 @@ func routedServerMain() int {
 		}
 		return nil
 	}
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	go func() {
-		for sig := range sigs {
-			if sig == syscall.SIGTERM {
-				upg.Stop()
-				continue
-			}
-			uctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			if err := upg.Upgrade(uctx); err != nil {
-				log.Error("upgrade failed", "err", err)
-			}
-			cancel()
-		}
-	}()
+	defer handleTestSignals(upg, log)()
 	err = upg.Run(ctx, r)
 	<-served
 	if err != nil {
