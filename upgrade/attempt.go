@@ -35,6 +35,7 @@ func (u *Upgrader) runAttempt(ctx context.Context, started chan<- struct{}) erro
 	next := u.h.Generation() + 1
 	u.log.Info("upgrading")
 	u.sd.reloading(next)
+	u.hist.attemptStarted(next)
 	if err := u.preflight(ctx); err != nil {
 		return err
 	}
@@ -49,6 +50,7 @@ func (u *Upgrader) runAttempt(ctx context.Context, started chan<- struct{}) erro
 	// full period for its first ping as the main process.
 	u.sd.pingWatchdog()
 	u.sd.handOver(child.PID, next)
+	u.hist.upgraded(child)
 	return nil
 }
 

@@ -18,6 +18,8 @@ const (
 	// DefaultStateLimit bounds a state handed to the next generation
 	// (OfferState), in bytes.
 	DefaultStateLimit = 16 << 20
+	// DefaultHistoryLen is Options.HistoryLen's default.
+	DefaultHistoryLen = 16
 )
 
 // Options configure an Upgrader. The zero value is usable.
@@ -93,6 +95,17 @@ type Options struct {
 	// a state larger than its generation's limit before reading it. Zero
 	// or negative means DefaultStateLimit.
 	StateLimit int
+
+	// Version names the build this generation runs, for the history, the
+	// status and the Observer ("v1.4.2", a commit). Empty means the main
+	// module's version from the build information, or its VCS revision.
+	Version string
+	// Observer, if set, is told what happens to upgrades and drains (see
+	// Event); it must not block.
+	Observer Observer
+	// HistoryLen is how many upgrades the history keeps (and hands to the
+	// next generation). Zero means DefaultHistoryLen; negative keeps none.
+	HistoryLen int
 }
 
 // Probation makes a new generation serve alongside the old one for a while
@@ -139,6 +152,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.StateLimit <= 0 {
 		o.StateLimit = DefaultStateLimit
+	}
+	if o.HistoryLen == 0 {
+		o.HistoryLen = DefaultHistoryLen
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

@@ -90,6 +90,7 @@ func (u *Upgrader) Run(ctx context.Context, servers ...drain.Drainer) error {
 		u.log.Log(context.Background(), level, "drained", "server", r.Name, "open", r.Open,
 			"ended", r.Ended, "cut", r.Cut, "took", r.Duration.Round(time.Millisecond))
 	}
+	u.hist.drained(report, drainErr, upgraded)
 	if err := u.listeners.Close(); err != nil {
 		u.log.Warn("closing listeners", "err", err)
 	}

@@ -242,6 +242,7 @@ func (l *loop) attemptDone(now time.Time, err error) []queue.Action {
 	acts := l.m.Done(now, err, counts)
 	if err != nil && !l.canceled {
 		u.reportFailure(err, l.m.Status())
+		u.hist.failed(err)
 	}
 	if err != nil && u.opts.PIDFile != "" {
 		// A new generation that died after writing the PID file, before

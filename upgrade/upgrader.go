@@ -42,6 +42,7 @@ type Upgrader struct {
 	dog       *watchdog     // set in Ready, ended at hand-over or release
 
 	sched   scheduler
+	hist    *history
 	control *controlServer // nil without Options.ControlSocket
 
 	exitOnce sync.Once
@@ -62,6 +63,7 @@ type Upgrader struct {
 // undone everything it did.
 func New(opts Options) (*Upgrader, error) {
 	opts = opts.withDefaults()
+	opts.Version = buildVersion(opts.Version)
 	// Every generation of a service usually logs to the same place.
 	log := opts.Logger.With("pid", os.Getpid())
 	if opts.PIDFile != "" {
@@ -75,7 +77,7 @@ func New(opts Options) (*Upgrader, error) {
 		}
 	}
 	// The new generation tells us it is ready only after its probation.
-	h, err := handoff.New(handoff.Options{ReadyTimeout: opts.UpgradeTimeout + opts.Probation.For, Logger: log})
+	h, err := handoff.New(handoff.Options{ReadyTimeout: opts.UpgradeTimeout + opts.Probation.For, Logger: log, Build: opts.Version})
 	if err != nil {
 		return nil, fmt.Errorf("upgrade: %w", err)
 	}
@@ -118,6 +120,7 @@ func New(opts Options) (*Upgrader, error) {
 		}
 		u.control = c
 	}
+	u.hist = newHistory(u)
 	u.sched.start(u)
 	return u, nil
 }
@@ -212,6 +215,7 @@ func (u *Upgrader) becomeReady(ctx context.Context) error {
 	close(u.readyDone)
 	u.sd.ready(u.h.Generation(), u.h.HasParent())
 	u.log.Info("ready", "generation", u.h.Generation())
+	u.hist.ready()
 	u.mu.Lock()
 	u.dog = u.sd.startWatchdog()
 	u.mu.Unlock()
@@ -285,8 +289,10 @@ func (u *Upgrader) probation(ctx context.Context) error {
 // Status returns the current status. Safe for concurrent use.
 func (u *Upgrader) Status() control.Status {
 	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.status
+	st := u.status
+	u.mu.Unlock()
+	u.hist.status(&st)
+	return st
 }
 
 func (u *Upgrader) setState(s control.State) {
@@ -350,5 +356,6 @@ func (u *Upgrader) release() {
 			u.log.Warn("closing listeners", "err", err)
 		}
 		u.h.Close()
+		u.hist.close()
 	})
 }

@@ -23,11 +23,12 @@
 //	                                                the hello, each with the file attached
 //	old → new   {"state":"name","size":S}           with a memfd of S bytes attached (an
 //	                                                unlinked temporary file without memfd)
-//	new → old   {"v":2,"pid":P,"gen":N}             in New, with the read end of the
+//	new → old   {"v":2,"pid":P,"gen":N,"build":B}   in New, with the read end of the
 //	                                                new generation's stderr pipe attached
 //	new → old   {"v":2,"pid":P,"err":"…"}           instead, when it cannot take over
 //	new → old   {"hurry":true}                      cut your drain short (upgrade waiting)
 //	old → new   {"upgrade":true}                    a request arrived while you started: carry it out
+//	old → new   {"drained":{…}}                     what my drain came to, when it has ended
 //
 // The new generation decides whether the two versions can work together
 // (it knows both); a generation of hitless older than the side channel
@@ -45,6 +46,7 @@ package handoff
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -128,6 +130,9 @@ type Options struct {
 	// error). Nil means os.Stderr, the stream the new generation would
 	// have written to anyway.
 	Stderr *os.File
+	// Build names the build this process runs (upgrade.Options.Version);
+	// it goes to the previous generation in the hello (Child.Build).
+	Build string
 }
 
 // Handoff is this process's end of the handoff: the link to the
@@ -138,13 +143,15 @@ type Handoff struct {
 	timeout    time.Duration
 	stderr     *os.File
 	generation int
+	build      string
 
 	parent      *link    // to the previous generation; nil for generation 1 and version 0 parents
 	savedStderr *os.File // the real stderr, back on fd 2 at Ready
 	legacyErr   *os.File // a version 0 parent's real stderr
 
-	hurried   chan struct{} // a newer generation asked us to cut our drain short
-	forwarded chan struct{} // our parent passed an upgrade request on
+	hurried   chan struct{}        // a newer generation asked us to cut our drain short
+	forwarded chan struct{}        // our parent passed an upgrade request on
+	drained   chan json.RawMessage // our parent's drain report (one, buffered)
 
 	ho handover // files and state, to the next generation and from the previous one
 
@@ -161,6 +168,8 @@ type Child struct {
 	PID int // zero if it speaks handoff version 0
 	// Version is the handoff version it speaks.
 	Version int
+	// Build is the build it runs, as it said; empty if it did not.
+	Build string
 }
 
 // initialWD is the directory tableflip starts new generations in (it
@@ -187,8 +196,9 @@ func New(opts Options) (*Handoff, error) {
 		return nil, classifyNew(err)
 	}
 	h := &Handoff{
-		tf: tf, log: opts.Logger, timeout: opts.ReadyTimeout, stderr: opts.Stderr, generation: 1,
+		tf: tf, log: opts.Logger, timeout: opts.ReadyTimeout, stderr: opts.Stderr, generation: 1, build: opts.Build,
 		hurried: make(chan struct{}, 1), forwarded: make(chan struct{}, 1),
+		drained: make(chan json.RawMessage, 1),
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
@@ -263,7 +273,7 @@ func (h *Handoff) greetParent() error {
 		h.generation = hello.Generation
 	}
 	h.ho.peer = hello.Version
-	me := message{Version: Version, PID: os.Getpid(), Generation: h.generation}
+	me := message{Version: Version, PID: os.Getpid(), Generation: h.generation, Build: h.build}
 	if hello.Version < minPeer || Version < hello.Min {
 		err := fmt.Errorf("handoff: %w %d/%d: the running generation speaks version %d (and needs at least %d), this binary %d (and needs at least %d)",
 			ErrIncompatible, hello.Version, Version, hello.Version, hello.Min, Version, minPeer)
@@ -320,7 +330,30 @@ func (h *Handoff) listenParent(l *link) {
 		if m.Upgrade {
 			notify(h.forwarded)
 		}
+		if len(m.Drained) > 0 {
+			select {
+			case h.drained <- m.Drained:
+			default: // a parent drains once; a second report is ignored
+			}
+		}
 	}
+}
+
+// Drained receives the report the previous generation sent with
+// SendDrained, once its drain has ended.
+func (h *Handoff) Drained() <-chan json.RawMessage { return h.drained }
+
+// SendDrained sends report (a JSON value) to the generation this one
+// handed over to. It fails if there is none, or it speaks handoff
+// version 0.
+func (h *Handoff) SendDrained(report json.RawMessage) error {
+	h.mu.Lock()
+	c := h.child
+	h.mu.Unlock()
+	if c == nil {
+		return errors.New("handoff: no new generation to send the drain report to")
+	}
+	return c.write(message{Drained: report}, nil)
 }
 
 func notify(c chan struct{}) {
@@ -520,7 +553,7 @@ func (h *Handoff) Start() (Child, error) {
 			l.close()
 		}
 		h.mu.Unlock()
-		return Child{PID: hello.PID, Version: hello.Version}, nil
+		return Child{PID: hello.PID, Version: hello.Version, Build: hello.Build}, nil
 	}
 	l.close()
 	// tableflip drops its only references to two pipe ends of the failed

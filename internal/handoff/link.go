@@ -15,6 +15,7 @@ type message struct {
 	Min        int    `json:"min,omitempty"`
 	PID        int    `json:"pid,omitempty"`
 	Generation int    `json:"gen,omitempty"`
+	Build      string `json:"build,omitempty"`  // in a new generation's hello: what it runs
 	Err        string `json:"err,omitempty"`    // in a hello: why it cannot take over
 	Failed     string `json:"failed,omitempty"` // later: why it will not become ready
 	Hurry      bool   `json:"hurry,omitempty"`
@@ -24,6 +25,10 @@ type message struct {
 	File   string `json:"file,omitempty"`   // the name of the file attached
 	State  string `json:"state,omitempty"`  // the name of the state whose bytes are in the file attached
 	Size   int64  `json:"size,omitempty"`   // of that state
+	// Drained is what the old generation's drain came to, sent to the
+	// generation it handed over to when the drain has ended; its content
+	// is the upgrade package's (the handoff only carries it).
+	Drained json.RawMessage `json:"drained,omitempty"`
 }
 
 // maxMessage bounds a datagram; ours are far smaller.
