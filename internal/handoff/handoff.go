@@ -53,9 +53,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cloudflare/tableflip"
@@ -155,12 +155,19 @@ type Handoff struct {
 
 	ho handover // files and state, to the next generation and from the previous one
 
-	mu      sync.Mutex
-	child   *link      // to the generation we started, once it is ready
-	relays  []*os.File // read ends of new generations' stderr pipes, closed at Close
-	stopped bool       // Stop was called: tableflip's own answer after that is a coin toss
-	closed  bool
-	wg      sync.WaitGroup
+	res   reserve       // our copies of the sockets, for every new generation
+	stopC chan struct{} // closed by Stop: a start in progress kills its process
+
+	mu        sync.Mutex
+	child     *link      // to the generation we started, once it is ready
+	succ      *successor // the generation we started, once it is ready, until TakeBack
+	relays    []*os.File // read ends of new generations' stderr pipes, closed at Close
+	readied   bool       // Ready has succeeded
+	starting  bool       // a Start is in progress
+	takenBack bool       // we took the service back: Listener and PacketConn come from res
+	stopped   bool
+	closed    bool
+	wg        sync.WaitGroup
 }
 
 // Child is a new generation that took over.
@@ -170,6 +177,10 @@ type Child struct {
 	Version int
 	// Build is the build it runs, as it said; empty if it did not.
 	Build string
+	// Died is closed if it exits without having said it stops for good
+	// (Leave): it crashed, was killed, or exited on its own while this
+	// generation still holds the sockets. See TakeBack.
+	Died <-chan struct{}
 }
 
 // initialWD is the directory tableflip starts new generations in (it
@@ -199,6 +210,7 @@ func New(opts Options) (*Handoff, error) {
 		tf: tf, log: opts.Logger, timeout: opts.ReadyTimeout, stderr: opts.Stderr, generation: 1, build: opts.Build,
 		hurried: make(chan struct{}, 1), forwarded: make(chan struct{}, 1),
 		drained: make(chan json.RawMessage, 1),
+		stopC:   make(chan struct{}),
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
@@ -379,18 +391,42 @@ func (h *Handoff) Generation() int { return h.generation }
 func (h *Handoff) HasParent() bool { return h.tf.HasParent() }
 
 // Listener returns the listener the previous generation handed over under
-// name, or nil.
+// name, or nil. After TakeBack it returns a new listener on this
+// generation's own socket of that name instead (nil if it has none).
 func (h *Handoff) Listener(name string) (net.Listener, error) {
-	return h.tf.Fds.Listener(listenerNetwork, name)
+	if h.isTakenBack() {
+		f := h.res.get(listenerKey(name))
+		if f == nil {
+			return nil, nil
+		}
+		return fileListener(f)
+	}
+	ln, err := h.tf.Fds.Listener(listenerNetwork, name)
+	if ln == nil || err != nil {
+		return ln, err
+	}
+	// Inherited sockets go on to the next generation as well.
+	if err := h.AddListener(name, ln); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
 }
 
-// AddListener hands ln to the next generation under name.
+// AddListener hands ln to every later generation under name: the
+// handoff keeps a copy of its descriptor until Close.
 func (h *Handoff) AddListener(name string, ln net.Listener) error {
-	tl, ok := ln.(tableflip.Listener)
+	sc, ok := ln.(syscall.Conn)
 	if !ok {
 		return fmt.Errorf("handoff: %T has no descriptor to hand over", ln)
 	}
-	return h.tf.Fds.AddListener(listenerNetwork, name, tl)
+	return h.res.keep(listenerKey(name), sc)
+}
+
+func (h *Handoff) isTakenBack() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.takenBack
 }
 
 // Ready tells the previous generation that this one serves (it then stops
@@ -413,6 +449,9 @@ func (h *Handoff) Ready() error {
 	if err := h.tf.Ready(); err != nil {
 		return fmt.Errorf("handoff: telling the previous generation: %w", err)
 	}
+	h.mu.Lock()
+	h.readied = true
+	h.mu.Unlock()
 	return nil
 }
 
@@ -459,15 +498,21 @@ func (h *Handoff) Forward() error {
 // killed, and Start returns control.ErrStopped from then on.
 func (h *Handoff) Stop() {
 	h.mu.Lock()
-	h.stopped = true
+	if !h.stopped {
+		h.stopped = true
+		close(h.stopC)
+	}
 	h.mu.Unlock()
 	h.tf.Stop()
 }
 
 // Close stops (see Stop) and releases what the handoff holds: the links to
-// both neighbours and the goroutines that read them, the copies of offered
-// files, and what the previous generation handed over and nobody took. The
-// listeners stay open (their owner closes them).
+// both neighbours and the goroutines that read them, its copies of the
+// sockets and of offered files, and what the previous generation handed
+// over and nobody took. The listeners stay open (their owner closes them).
+// A new generation that took over keeps its end of tableflip's pipe to
+// this process until this process exits: that EOF is what its
+// WaitForParent waits for.
 func (h *Handoff) Close() {
 	h.Stop()
 	h.mu.Lock()
@@ -484,6 +529,7 @@ func (h *Handoff) Close() {
 		c.close()
 	}
 	h.wg.Wait()
+	h.res.close()
 	h.closeHandover()
 	if h.savedStderr != nil {
 		h.savedStderr.Close()
@@ -494,73 +540,71 @@ func (h *Handoff) Close() {
 }
 
 // Start starts the next generation (the binary at os.Args[0], with the
-// same arguments and the handed-over descriptors) and waits until it is
-// ready, or has failed, or the ready timeout passed, or Stop was called.
-// A failure is a *control.ChildError (its process is gone by then) that
-// carries the last lines it wrote to stderr; control.ErrStopped after
-// Stop, control.ErrUpgraded after a successful Start, control.ErrNotReady
-// before Ready.
+// same arguments, environment and initial working directory, and the
+// handed-over descriptors) and waits until it is ready, or has failed, or
+// the ready timeout passed, or Stop was called. A failure is a
+// *control.ChildError (its process is gone by then) that carries the last
+// lines it wrote to stderr; control.ErrStopped after Stop,
+// control.ErrUpgraded while a generation this one started serves,
+// control.ErrNotReady before Ready. After TakeBack it can start one again.
 func (h *Handoff) Start() (Child, error) {
 	h.mu.Lock()
-	if h.stopped {
-		h.mu.Unlock()
-		return Child{}, control.ErrStopped
+	var refused error
+	switch {
+	case h.stopped:
+		refused = control.ErrStopped
+	case h.succ != nil:
+		refused = control.ErrUpgraded
+	case !h.readied:
+		refused = control.ErrNotReady
+	case h.starting:
+		refused = errInProgress
 	}
+	if refused != nil {
+		h.mu.Unlock()
+		return Child{}, refused
+	}
+	h.starting = true
 	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		h.starting = false
+		h.mu.Unlock()
+	}()
+	startFailed := func(err error) (Child, error) {
+		return Child{}, &control.ChildError{Reason: control.ReasonStartFailed, Err: err}
+	}
 	// The state is taken as late as can be, and a failure to take it
 	// fails the upgrade before anything is started.
 	out, err := h.prepare()
 	if err != nil {
-		return Child{}, &control.ChildError{Reason: control.ReasonStartFailed, Err: err}
+		return startFailed(err)
 	}
 	l, peer, err := newLinkPair()
 	if err != nil {
 		closeOwn(out)
-		return Child{}, &control.ChildError{Reason: control.ReasonStartFailed, Err: fmt.Errorf("side channel: %w", err)}
+		return startFailed(fmt.Errorf("side channel: %w", err))
 	}
 	defer peer.Close()
 	if err := l.write(message{Version: Version, Min: minPeer, Generation: h.generation + 1, Offers: len(out)}, nil); err != nil {
 		closeOwn(out)
 		l.close()
-		return Child{}, &control.ChildError{Reason: control.ReasonStartFailed, Err: fmt.Errorf("side channel: %w", err)}
+		return startFailed(fmt.Errorf("side channel: %w", err))
 	}
 	if err := l.send(out); err != nil {
 		l.close()
-		return Child{}, &control.ChildError{Reason: control.ReasonStartFailed, Err: fmt.Errorf("side channel: %w", err)}
-	}
-	if err := h.tf.Fds.AddFile(sideName, peer); err != nil {
-		l.close()
-		return Child{}, &control.ChildError{Reason: control.ReasonStartFailed, Err: fmt.Errorf("side channel: %w", err)}
+		return startFailed(fmt.Errorf("side channel: %w", err))
 	}
 	a := h.newAttempt(l)
-	err = classify(h.upgrade(), h.timeout)
-	if err != nil && h.isStopped() {
-		// After Stop, tableflip says "terminating" or "already upgraded"
-		// at random (both of its channels are closed).
-		var ce *control.ChildError
-		if !errors.As(err, &ce) {
-			err = control.ErrStopped
-		}
+	sp, err := h.spawn(peer)
+	if err == nil {
+		err = sp.await(h.timeout, h.stopC)
 	}
 	hello := a.end(err != nil)
 	if err == nil {
-		h.mu.Lock()
-		if hello.Version > 0 {
-			h.child = l
-			h.wg.Add(1)
-			go h.listenChild(l)
-		} else {
-			l.close()
-		}
-		h.mu.Unlock()
-		return Child{PID: hello.PID, Version: hello.Version, Build: hello.Build}, nil
+		return h.took(sp, l, hello), nil
 	}
 	l.close()
-	// tableflip drops its only references to two pipe ends of the failed
-	// child (child.go: readyW, namesR) and to the side channel's previous
-	// end; they are closed by their finalizers. Collect now, so that a
-	// failing deploy does not pile up descriptors until the next GC.
-	runtime.GC()
 	var ce *control.ChildError
 	if errors.As(err, &ce) {
 		ce.Stderr = a.tail()
@@ -583,43 +627,127 @@ func (h *Handoff) Start() (Child, error) {
 	return Child{}, err
 }
 
-func (h *Handoff) isStopped() bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.stopped
+// spawn starts the new process with the reserve and the side channel's
+// other end. The reserve stays locked meanwhile: Close must not close a
+// descriptor the fork is copying.
+func (h *Handoff) spawn(side *os.File) (*spawned, error) {
+	h.res.mu.Lock()
+	defer h.res.mu.Unlock()
+	if h.res.closed {
+		return nil, control.ErrStopped
+	}
+	files := make(map[fileName]*os.File, len(h.res.files)+1)
+	for k, f := range h.res.files {
+		files[k] = f
+	}
+	files[fileKey(sideName)] = side
+	sp, err := spawn(files)
+	if err != nil {
+		return nil, &control.ChildError{Reason: control.ReasonStartFailed, Err: err}
+	}
+	return sp, nil
 }
 
-// upgrade is tableflip's Upgrade, minus two races in its loop, which picks
-// at random among ready channels: WaitForParent returns as soon as the
-// parent's pipe reaches EOF, but the loop learns of the parent's exit a
-// moment later and refuses an upgrade until then ("parent hasn't
-// exited"); and right after Ready it may take the request before it has
-// seen Ready ("process is not ready yet"; Start is only called after
-// Ready). Nothing was started in either case, so asking again shortly is
-// not a retry of a failed upgrade.
-func (h *Handoff) upgrade() error {
-	deadline := time.Now().Add(time.Second)
-	for {
-		err := h.tf.Upgrade()
-		c := classify(err, h.timeout)
-		if !errors.Is(c, errParentNotExited) && !errors.Is(c, control.ErrNotReady) || time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(5 * time.Millisecond)
+// took records the ready new generation sp, reached over l, as this
+// one's successor, and starts watching it.
+func (h *Handoff) took(sp *spawned, l *link, hello message) Child {
+	s := &successor{
+		pid: sp.proc.Pid, proc: sp.proc, namesW: sp.namesW, exited: sp.exited,
+		died: make(chan struct{}), leaving: make(chan struct{}), read: make(chan struct{}),
+	}
+	h.mu.Lock()
+	h.succ = s
+	if hello.Version > 0 {
+		s.link = l
+		h.child = l
+		h.wg.Add(1)
+		go h.listenChild(s)
+	} else {
+		l.close()
+		close(s.read)
+	}
+	h.mu.Unlock()
+	go s.watch(sp)
+	return Child{PID: s.pid, Version: hello.Version, Build: hello.Build, Died: s.died}
+}
+
+// watch waits for the successor's exit (it belongs to that process, and
+// may outlive this one), lets the link's reader take what it sent last,
+// and closes died unless it said it was leaving.
+func (s *successor) watch(sp *spawned) {
+	<-sp.exited
+	s.state, s.waitErr = sp.state, sp.err
+	if s.link != nil {
+		// What it sent before it died is queued already.
+		s.link.conn.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	}
+	<-s.read
+	select {
+	case <-s.leaving:
+	default:
+		close(s.died)
 	}
 }
 
 // listenChild receives what the generation we handed over to sends: a
-// request to hurry.
-func (h *Handoff) listenChild(l *link) {
+// request to hurry, or that it stops for good.
+func (h *Handoff) listenChild(s *successor) {
 	defer h.wg.Done()
+	defer close(s.read)
+	leaving := false
 	for {
-		m, _, err := l.read()
+		m, f, err := s.link.read()
 		if err != nil {
 			return
+		}
+		if f != nil {
+			f.Close()
 		}
 		if m.Hurry {
 			notify(h.hurried)
 		}
+		if m.Leaving && !leaving {
+			leaving = true
+			close(s.leaving)
+		}
 	}
+}
+
+// Leave tells the previous generation, while it drains, that this one
+// stops for good and will exit: it must not take the service back. Call it
+// before the service tells systemd it stops.
+func (h *Handoff) Leave() {
+	if h.parent != nil {
+		if err := h.parent.write(message{Leaving: true}, nil); err != nil {
+			h.log.Warn("telling the previous generation that this one stops", "err", err)
+		}
+	}
+}
+
+// TakeBack makes this generation the one that serves again after c, the
+// generation it handed over to, died (c.Died is closed): it forgets c,
+// closes its end of c's pipes, and from now on Listener and PacketConn
+// return new sockets made from its own copies (the accept queues kept
+// what arrived meanwhile), and Start can start a new generation. It
+// returns how c ended ("was killed by SIGKILL", "exited with status 2").
+func (h *Handoff) TakeBack(c Child) (string, error) {
+	h.mu.Lock()
+	s := h.succ
+	if s == nil || s.pid != c.PID {
+		h.mu.Unlock()
+		return "", errors.New("handoff: TakeBack of a generation that is not this one's successor")
+	}
+	select {
+	case <-s.died:
+	default:
+		h.mu.Unlock()
+		return "", fmt.Errorf("handoff: TakeBack while generation %d (pid %d) still runs", h.generation+1, s.pid)
+	}
+	h.succ, h.child, h.takenBack = nil, nil, true
+	h.mu.Unlock()
+	s.namesW.Close()
+	if s.link != nil {
+		s.link.close()
+	}
+	return describe(s.state, s.waitErr), nil
 }

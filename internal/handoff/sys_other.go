@@ -5,6 +5,7 @@ package handoff
 import (
 	"errors"
 	"os"
+	"syscall"
 	"time"
 )
 
@@ -20,3 +21,7 @@ func parseRights([]byte, string) (*os.File, error) { return nil, nil }
 func captureStderr() (*os.File, *os.File, error)   { return nil, nil, errUnsupported }
 func restoreStderr(*os.File) error                 { return errUnsupported }
 func dupFile(*os.File) (*os.File, error)           { return nil, errUnsupported }
+
+func dupFD(uintptr, string) (*os.File, error)          { return nil, errUnsupported }
+func signaled(*os.ProcessState) (syscall.Signal, bool) { return 0, false }
+func signalName(s syscall.Signal) string               { return s.String() }

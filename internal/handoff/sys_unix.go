@@ -5,6 +5,7 @@ package handoff
 import (
 	"os"
 	"os/exec"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -145,4 +146,33 @@ func dupFile(f *os.File) (*os.File, error) {
 		return nil, os.NewSyscallError("dup", derr)
 	}
 	return os.NewFile(uintptr(fd), f.Name()), nil
+}
+
+// dupFD returns a copy of fd, closed on exec, as a file called name.
+func dupFD(fd uintptr, name string) (*os.File, error) {
+	nfd, err := unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, os.NewSyscallError("dup", err)
+	}
+	return os.NewFile(uintptr(nfd), name), nil
+}
+
+// signaled returns the signal that ended a process, if one did.
+func signaled(state *os.ProcessState) (syscall.Signal, bool) {
+	if state == nil {
+		return 0, false
+	}
+	ws, ok := state.Sys().(syscall.WaitStatus)
+	if !ok || !ws.Signaled() {
+		return 0, false
+	}
+	return ws.Signal(), true
+}
+
+// signalName is the signal's name ("SIGKILL"), or its number.
+func signalName(s syscall.Signal) string {
+	if n := unix.SignalName(s); n != "" {
+		return n
+	}
+	return "signal " + strconv.Itoa(int(s))
 }
