@@ -90,6 +90,7 @@ type Set struct {
 
 	mu      sync.Mutex
 	entries map[string]*entry
+	retired []*entry // of earlier lives (Reopen), closed with the rest
 }
 
 // entry is one named socket: a listener or a datagram socket, as its
@@ -363,13 +364,38 @@ func (s *Set) Source(name string) string {
 	return "bound"
 }
 
+// Reopen starts a new life of the set: every name can be listened on
+// again, and the sockets of the names listened on so far are set aside
+// (Close still closes them, Unlink still removes their files). A
+// generation that takes the service back from a newer one that died calls
+// it before it serves anew: Listen and ListenPacket then get their
+// sockets from the Handoff again, which by then supplies this
+// generation's own copies.
+func (s *Set) Reopen() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range s.entries {
+		s.retired = append(s.retired, e)
+	}
+	clear(s.entries)
+}
+
+// all returns the entries of every life. The caller holds s.mu.
+func (s *Set) all() []*entry {
+	out := append([]*entry(nil), s.retired...)
+	for _, e := range s.entries {
+		out = append(out, e)
+	}
+	return out
+}
+
 // Close closes every socket of the set. It does not remove unix socket
 // files, which may be in use by the next generation; see Unlink.
 func (s *Set) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var errs []error
-	for _, e := range s.entries {
+	for _, e := range s.all() {
 		if err := e.close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			errs = append(errs, err)
 		}
@@ -385,7 +411,7 @@ func (s *Set) Unlink() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var errs []error
-	for _, e := range s.entries {
+	for _, e := range s.all() {
 		if e.file == nil || !e.file.stillThere(e.addr) {
 			continue
 		}

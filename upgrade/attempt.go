@@ -43,6 +43,9 @@ func (u *Upgrader) runAttempt(ctx context.Context, started chan<- struct{}) erro
 	if err != nil {
 		return err
 	}
+	u.mu.Lock()
+	u.succ = &child
+	u.mu.Unlock()
 	u.log.Info("new generation ready; draining", "took", time.Since(begin), "new_pid", child.PID)
 	// Under NotifyAccess=main systemd refuses the new generation's pings
 	// until it is the main process, and this one stops pinging once it
@@ -56,7 +59,7 @@ func (u *Upgrader) runAttempt(ctx context.Context, started chan<- struct{}) erro
 
 // abandoned is the outcome of an attempt nobody wants any more.
 func (u *Upgrader) abandoned() error {
-	if isClosed(u.exit) {
+	if isClosed(u.exitC()) {
 		return u.exitErr()
 	}
 	return context.Canceled

@@ -70,7 +70,7 @@ func (u *Upgrader) OfferState(name string, snapshot func() ([]byte, error)) erro
 			b = r.b
 		case <-t.C:
 			return nil, fmt.Errorf("its snapshot did not return within %v (Options.UpgradeTimeout)", timeout)
-		case <-u.exit:
+		case <-u.exitC():
 			return nil, fmt.Errorf("its snapshot was abandoned: %w", ErrStopped)
 		}
 		if len(b) > limit {

@@ -19,9 +19,17 @@ type scheduler struct {
 	requests chan request
 	giveUps  chan queue.ID
 	settles  chan chan struct{}
+	backs    chan takeBack
 	stop     chan struct{} // closed by end
 	done     chan struct{} // closed when the loop has returned
 	ids      atomic.Uint64
+}
+
+// takeBack tells the loop that this generation serves again (RunFunc):
+// the loop makes a new Exit channel and puts the machine back to Idle.
+type takeBack struct {
+	err  error // why: counts as a failed upgrade
+	done chan struct{}
 }
 
 // request is one request to upgrade on its way to the loop.
@@ -35,6 +43,7 @@ func (s *scheduler) start(u *Upgrader) {
 	s.requests = make(chan request)
 	s.giveUps = make(chan queue.ID)
 	s.settles = make(chan chan struct{})
+	s.backs = make(chan takeBack)
 	s.stop = make(chan struct{})
 	s.done = make(chan struct{})
 	go s.loop(u)
@@ -82,7 +91,7 @@ func (u *Upgrader) Upgrade(ctx context.Context) error {
 
 // request queues an upgrade request and waits for its outcome.
 func (u *Upgrader) request(ctx context.Context, hurry bool) error {
-	if isClosed(u.exit) {
+	if isClosed(u.exitC()) {
 		return u.exitErr()
 	}
 	if !u.ready.Load() {
@@ -93,7 +102,7 @@ func (u *Upgrader) request(ctx context.Context, hurry bool) error {
 		// can be asked): wait for it rather than refuse.
 		select {
 		case <-u.readyDone:
-		case <-u.exit:
+		case <-u.exitC():
 			return u.exitErr()
 		case <-ctx.Done():
 			return fmt.Errorf("upgrade: waiting for this generation to be ready: %w", ctx.Err())
@@ -131,6 +140,17 @@ func (u *Upgrader) requestAsync() {
 	}
 }
 
+// takenBack makes this generation one that serves again, through the
+// scheduler's loop (see RunFunc). err says why the newer one is gone.
+func (u *Upgrader) takenBack(err error) {
+	b := takeBack{err: err, done: make(chan struct{})}
+	select {
+	case u.sched.backs <- b:
+		<-b.done
+	case <-u.sched.done:
+	}
+}
+
 // settle waits until no attempt is pending: its outcome decides whether
 // the service stops or lives on in the next generation.
 func (u *Upgrader) settle() {
@@ -151,7 +171,7 @@ func (s *scheduler) loop(u *Upgrader) {
 		waiting: map[queue.ID]request{}, settlers: map[queue.ID]chan struct{}{},
 		nextID: ^queue.ID(0), // settle and passed-on ids count down, requests up
 	}
-	exit := u.exit
+	exit := u.exitC()
 	var stop <-chan struct{} // enabled once exited and no attempt reports
 	for {
 		now := time.Now()
@@ -180,6 +200,11 @@ func (s *scheduler) loop(u *Upgrader) {
 		case <-exit:
 			exit, stop = nil, s.stop
 			acts = l.m.Exit(now)
+		case b := <-s.backs:
+			u.revive()
+			exit, stop = u.exitC(), nil
+			acts = l.m.TakenBack(now, b.err)
+			close(b.done)
 		case <-stop:
 			if l.done == nil {
 				for _, c := range l.settlers {
@@ -235,7 +260,7 @@ func (l *loop) attemptDone(now time.Time, err error) []queue.Action {
 	if err == nil {
 		// Before anyone hears of the success: from now on the new
 		// generation answers the control socket, and this one drains.
-		u.control.stopAccepting()
+		u.controlSrv().stopAccepting()
 		u.upgraded.Store(true)
 		u.finish()
 	}

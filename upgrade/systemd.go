@@ -112,6 +112,23 @@ func (s systemd) handOver(pid, gen int) {
 	}
 }
 
+// takenBack: this generation is the main process again, because the one
+// it had handed over to died (RunFunc). systemd, which was told that one
+// was the main process, accepts this from another PID only with
+// NotifyAccess=all.
+func (s systemd) takenBack(gen int, why string) {
+	if !s.on() {
+		return
+	}
+	s.notify(append(mainPID(os.Getpid()), readiness.Ready,
+		readiness.Status(fmt.Sprintf("serving again, generation %d, pid %d: %s", gen, os.Getpid(), why)))...)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := readiness.Barrier(ctx); err != nil {
+		s.log.Warn("waiting for systemd to take in the main PID", "err", err)
+	}
+}
+
 func (s systemd) stopping() {
 	s.notify(readiness.Stopping, readiness.Status("stopping: draining"))
 }

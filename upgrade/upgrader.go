@@ -41,15 +41,16 @@ type Upgrader struct {
 	readyDone chan struct{} // closed when Ready has succeeded
 	dog       *watchdog     // set in Ready, ended at hand-over or release
 
-	sched   scheduler
-	hist    *history
-	control *controlServer // nil without Options.ControlSocket
+	sched scheduler
+	hist  *history
 
-	exitOnce sync.Once
-	exit     chan struct{}
 	upgraded atomic.Bool
 
 	mu       sync.Mutex
+	control  *controlServer  // nil without Options.ControlSocket; replaced at a take-back
+	exit     chan struct{}   // closed by finish; a new one after a take-back
+	exitShut bool            // exit is closed
+	succ     *handoff.Child  // the generation this one handed over to, while it lives
 	status   control.Status
 	inRun    bool
 	released bool
@@ -277,7 +278,7 @@ func (u *Upgrader) probation(ctx context.Context) error {
 		}
 		select {
 		case <-tick.C:
-		case <-u.exit:
+		case <-u.exitC():
 			return fmt.Errorf("upgrade: stopped during probation")
 		case <-ctx.Done():
 			return fmt.Errorf("upgrade: probation: %w", ctx.Err())
@@ -309,11 +310,52 @@ func (u *Upgrader) exitErr() error {
 }
 
 // finish closes Exit.
-func (u *Upgrader) finish() { u.exitOnce.Do(func() { close(u.exit) }) }
+func (u *Upgrader) finish() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if !u.exitShut {
+		u.exitShut = true
+		close(u.exit)
+	}
+}
+
+// exitC is the channel Exit returns now.
+func (u *Upgrader) exitC() chan struct{} {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.exit
+}
+
+// revive undoes what a successful upgrade did to this generation's
+// state, for a take-back: it has not upgraded, and has a new Exit
+// channel. Called from the scheduler's loop.
+func (u *Upgrader) revive() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.upgraded.Store(false)
+	u.exit, u.exitShut = make(chan struct{}), false
+	u.succ = nil
+}
+
+// successor is the generation this one handed over to, or nil.
+func (u *Upgrader) successor() *handoff.Child {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.succ
+}
+
+// controlSrv is the control socket's server now (nil without one).
+func (u *Upgrader) controlSrv() *controlServer {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.control
+}
 
 // Exit returns a channel that is closed when this generation must stop
-// serving: after a successful Upgrade or after Stop.
-func (u *Upgrader) Exit() <-chan struct{} { return u.exit }
+// serving: after a successful Upgrade or after Stop. Under RunFunc, a
+// generation that takes the service back (see RunFunc) serves again, and
+// Exit then returns a new channel, closed at its next upgrade or stop.
+func (u *Upgrader) Exit() <-chan struct{} { return u.exitC() }
 
 // stop ends this generation without waiting: no more upgrades, a new
 // generation being started is killed, and Exit is closed.
@@ -345,7 +387,7 @@ func (u *Upgrader) release() {
 	u.relOnce.Do(func() {
 		u.stop()
 		u.sched.end()
-		u.control.close()
+		u.controlSrv().close()
 		u.mu.Lock()
 		dog := u.dog
 		u.released = true

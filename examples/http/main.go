@@ -103,29 +103,33 @@ func run() error {
 	defer upg.Stop()
 	defer upg.HandleSignals()()
 
-	ln, err := upg.Listen(context.Background(), "http", *network, *addr)
-	if err != nil {
-		return err
-	}
-	// Timeouts bound what a client that stops talking can hold: without
-	// IdleTimeout, idle keep-alive connections could hold every descriptor
-	// and make every upgrade fail for want of one.
-	srv := &drain.HTTP{Server: &http.Server{Handler: handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}}
-	if *h2c {
-		// drain.HTTP tells h2c connections from HTTP/1.1 ones by their
-		// first bytes, and drains them with GOAWAY, when Protocols says
-		// so; it must be set before serving.
-		srv.Server.Protocols = new(http.Protocols)
-		srv.Server.Protocols.SetHTTP1(true)
-		srv.Server.Protocols.SetUnencryptedHTTP2(true)
-	}
-	go func() {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			log.Error("serve", "err", err)
-			upg.Stop()
+	// RunFunc, not Run: serve is called again if a new generation dies
+	// while this one drains, and this one takes the service back.
+	return upg.RunFunc(context.Background(), func(ctx context.Context) ([]drain.Drainer, error) {
+		ln, err := upg.Listen(ctx, "http", *network, *addr)
+		if err != nil {
+			return nil, err
 		}
-	}()
-	return upg.Run(context.Background(), srv)
+		// Timeouts bound what a client that stops talking can hold:
+		// without IdleTimeout, idle keep-alive connections could hold
+		// every descriptor and make every upgrade fail for want of one.
+		srv := &drain.HTTP{Server: &http.Server{Handler: handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}}
+		if *h2c {
+			// drain.HTTP tells h2c connections from HTTP/1.1 ones by
+			// their first bytes, and drains them with GOAWAY, when
+			// Protocols says so; it must be set before serving.
+			srv.Server.Protocols = new(http.Protocols)
+			srv.Server.Protocols.SetHTTP1(true)
+			srv.Server.Protocols.SetUnencryptedHTTP2(true)
+		}
+		go func() {
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				log.Error("serve", "err", err)
+				upg.Stop()
+			}
+		}()
+		return []drain.Drainer{srv}, nil
+	})
 }
 
 // checkConfig validates what the flags ask for without binding anything.

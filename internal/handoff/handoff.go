@@ -713,6 +713,11 @@ func (h *Handoff) listenChild(s *successor) {
 	}
 }
 
+// Commit gives up the take-back: the handoff closes its copies of the
+// sockets now rather than at Close, so that if the new generation dies,
+// its sockets close with it and clients are refused at once.
+func (h *Handoff) Commit() { h.res.close() }
+
 // Leave tells the previous generation, while it drains, that this one
 // stops for good and will exit: it must not take the service back. Call it
 // before the service tells systemd it stops.

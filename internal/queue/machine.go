@@ -226,6 +226,27 @@ func (m *Machine) Exit(now time.Time) []Action {
 	return []Action{{Kind: Cancel}}
 }
 
+// TakenBack is the event "the generation this one handed over to died
+// while this one drained, and this one serves again" (take-back). It is
+// valid only after a successful attempt and before Exit: the machine is
+// Idle again, not Upgraded, and the death counts as a failed upgrade
+// (err, at now) toward the crash loop, as a new generation that dies
+// before it is ready does. It returns no action: nothing waits (requests
+// were refused with ErrUpgraded meanwhile). It panics if no attempt
+// succeeded or Exit came after.
+func (m *Machine) TakenBack(now time.Time, err error) []Action {
+	if !m.upgraded || m.cur != nil {
+		panic("queue: TakenBack without a successful attempt")
+	}
+	m.exited, m.upgraded = false, false
+	m.failures++
+	if m.cfg.CrashLoopAfter > 0 && m.failures >= m.cfg.CrashLoopAfter {
+		m.backoff = now.Add(backoffPeriod(m.cfg.CrashLoopBackoff, m.failures-m.cfg.CrashLoopAfter))
+	}
+	m.lastErr, m.lastAt = err, now
+	return nil
+}
+
 // Settle is the event "the owner wants to know when no attempt is
 // pending" (Run, before it decides whether this generation stops or
 // drains). It returns Settled for id at once if no attempt exists, else
