@@ -51,6 +51,7 @@ func run() error {
 	preflight := flag.Bool("preflight", false, "before starting a new binary, also run it with -check and the same flags: catches flags it refuses, at the cost of a second start of the binary as the upgrade begins (docs/upgrade-preflight.md)")
 	fdStore := flag.Bool("fdstore", false, "keep the listening sockets in systemd's fd store (the unit needs FileDescriptorStoreMax=)")
 	h2c := flag.Bool("h2c", false, "also serve HTTP/2 with prior knowledge (h2c) on the same listener, for HTTP/2 load tools")
+	takeBack := flag.Bool("take-back", true, "serve again if a new generation dies while this one drains (RunFunc); false: hand the sockets over for good (Run)")
 	check := flag.Bool("check", false, "check the flags and exit: what a running generation asks of a new binary before starting it")
 	flag.Parse()
 
@@ -105,7 +106,7 @@ func run() error {
 
 	// RunFunc, not Run: serve is called again if a new generation dies
 	// while this one drains, and this one takes the service back.
-	return upg.RunFunc(context.Background(), func(ctx context.Context) ([]drain.Drainer, error) {
+	serve := func(ctx context.Context) ([]drain.Drainer, error) {
 		ln, err := upg.Listen(ctx, "http", *network, *addr)
 		if err != nil {
 			return nil, err
@@ -129,7 +130,15 @@ func run() error {
 			}
 		}()
 		return []drain.Drainer{srv}, nil
-	})
+	}
+	if !*takeBack {
+		servers, err := serve(context.Background())
+		if err != nil {
+			return err
+		}
+		return upg.Run(context.Background(), servers...)
+	}
+	return upg.RunFunc(context.Background(), serve)
 }
 
 // checkConfig validates what the flags ask for without binding anything.

@@ -678,8 +678,10 @@ func (s *successor) watch(sp *spawned) {
 	<-sp.exited
 	s.state, s.waitErr = sp.state, sp.err
 	if s.link != nil {
-		// What it sent before it died is queued already.
-		s.link.conn.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		// What it sent before it died is queued already, and the reader,
+		// blocked in a read, takes it at once: a few milliseconds are
+		// plenty, and the sockets wait meanwhile.
+		s.link.conn.SetReadDeadline(time.Now().Add(5 * time.Millisecond))
 	}
 	<-s.read
 	select {

@@ -1,0 +1,177 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hitlessgo/hitless/control"
+	"github.com/hitlessgo/hitless/internal/loadgen"
+)
+
+// TestTakeBackWhenNewGenerationDies upgrades the example 30 times under
+// keep-alive and new-connection load, with a long request (/?sleep=2s)
+// held on the old generation so that it drains, and SIGKILLs the new
+// generation at a random moment after it took over (0–300 ms after the
+// reload returned). The old generation must take the service back:
+// requests on connections the killed process held may fail (they are
+// matched to it by their client port, read from /proc while it is
+// stopped); every other request must succeed, connection refusals
+// included. After each kill the old generation answers GET /, the PID
+// file and `hitless status` name it as serving, its long request
+// completes, no zombie is left, and the next round's reload, from the
+// same process, succeeds: a generation that took the service back can be
+// upgraded again. The last round is let go on, and its new generation
+// stops the service cleanly.
+func TestTakeBackWhenNewGenerationDies(t *testing.T) {
+	runTakeBack(t, 30, true)
+}
+
+// TestWithoutTakeBackRefuses is the mutation: with -take-back=false (Run,
+// which lets the sockets go at the hand-over) the same kill leaves nobody
+// accepting, and clients are refused or reset. 3 rounds are enough to
+// see it.
+func TestWithoutTakeBackRefuses(t *testing.T) {
+	runTakeBack(t, 3, false)
+}
+
+func runTakeBack(t *testing.T, rounds int, takeBack bool) {
+	rng, seed := faultRand(t)
+	cli := faultCLI(t)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "control.sock")
+	s := start(t, "-control", sock, "-preflight=false", "-upgrade-timeout", "10s", "-drain-timeout", "10s",
+		fmt.Sprintf("-take-back=%v", takeBack))
+	client := control.Client{Socket: sock}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	old := s.PID()
+	var (
+		requests, ok, failedOnKilled, foreign int64
+		delays, takeBacks                     []time.Duration
+	)
+	begin := time.Now()
+	for round := 1; round <= rounds; round++ {
+		stop := faultLoad(t, s.addr,
+			loadgen.Config{Kind: loadgen.KeepAlive, Workers: 3, Pace: time.Millisecond, Timeout: 5 * time.Second},
+			loadgen.Config{Kind: loadgen.NewConn, Workers: 2, Pace: time.Millisecond, Timeout: 5 * time.Second})
+		anchor, err := holdRequest(s.addr, "/?sleep=1s")
+		if err != nil {
+			stop()
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if err := pollUntil(2*time.Second, func() bool { return heldConns(old, s.addr)[anchor.port] }); err != nil {
+			stop()
+			t.Fatalf("round %d: the old generation %d did not accept the long request: %v", round, old, err)
+		}
+		rctx, rcancel := context.WithTimeout(ctx, 15*time.Second)
+		err = client.Reload(rctx)
+		rcancel()
+		if err != nil {
+			stop()
+			t.Fatalf("round %d: reload from generation %d: %v", round, old, err)
+		}
+		next := s.PID()
+		if next == old {
+			stop()
+			t.Fatalf("round %d: the reload succeeded, but the PID file still names %d", round, old)
+		}
+		delay := time.Duration(rng.Int64N(int64(300 * time.Millisecond)))
+		time.Sleep(delay)
+		delays = append(delays, delay)
+		syscall.Kill(next, syscall.SIGSTOP)
+		if err := waitState(next, 'T', time.Second); err != nil {
+			stop()
+			t.Fatalf("round %d: the new generation %d did not stop: %v", round, next, err)
+		}
+		held := heldConns(next, s.addr)
+		killed := time.Now()
+		syscall.Kill(next, syscall.SIGKILL)
+		if !takeBack {
+			time.Sleep(300 * time.Millisecond) // load meets nobody accepting
+			for _, r := range stop() {
+				requests += r.Requests
+				ok += r.OK
+				for _, e := range r.Errors {
+					if port, ok := loadgen.ClientPort(e); !ok || !held[port] {
+						foreign++
+					}
+				}
+			}
+			anchor.wait(3 * time.Second)
+			// The old generation drains and exits: restart the service.
+			wctx, wcancel := context.WithTimeout(ctx, 15*time.Second)
+			_, err := s.WaitExit(wctx, old)
+			wcancel()
+			if err != nil {
+				t.Fatalf("round %d: the old generation %d did not exit: %v", round, old, err)
+			}
+			s = start(t, "-control", sock, "-preflight=false", "-upgrade-timeout", "10s", "-drain-timeout", "10s", "-take-back=false")
+			old = s.PID()
+			continue
+		}
+		// Taken back: the PID file names the old generation again.
+		if err := pollUntil(3*time.Second, func() bool { return s.PID() == old }); err != nil {
+			stop()
+			t.Fatalf("round %d: after the kill of %d the PID file names %d, not the old generation %d: %v", round, next, s.PID(), old, err)
+		}
+		takeBacks = append(takeBacks, time.Since(killed))
+		time.Sleep(30 * time.Millisecond) // load on the old generation alone
+		for _, r := range stop() {
+			requests += r.Requests
+			ok += r.OK
+			if int64(len(r.Errors)) != r.Failed() {
+				t.Errorf("round %d: %s: %d failures but %d described; cannot tell whose they were: %v", round, r.Kind, r.Failed(), len(r.Errors), r.Errors)
+			}
+			for _, e := range r.Errors {
+				if port, ok := loadgen.ClientPort(e); ok && held[port] {
+					failedOnKilled++
+					continue
+				}
+				foreign++
+				t.Errorf("round %d: a request not held by the killed generation %d failed: %s (it held client ports %v)", round, next, e, sortedPorts(held))
+			}
+		}
+		if err := anchor.wait(5 * time.Second); err != nil {
+			t.Errorf("round %d: the long request on the old generation, which drained it meanwhile: %v", round, err)
+		}
+		if code, by, err := getPID(s.addr); err != nil || code != 200 || by != old {
+			t.Fatalf("round %d: GET / = %d from pid %d (%v), want 200 from the old generation %d", round, code, by, err, old)
+		}
+		r := faultRun(cli, "status", "-socket", sock, "-timeout", "3s")
+		if want := fmt.Sprintf("pid %d, generation 1, serving", old); r.code != 0 || !strings.Contains(r.out, want) {
+			t.Fatalf("round %d: hitless status: %v; want %q", round, r, want)
+		}
+		if z := zombies(old); len(z) > 0 {
+			t.Errorf("round %d: zombies left: %v", round, z)
+		}
+	}
+	t.Logf("seed %d: %d rounds in %v; kills %s after the reload returned; taken back (PID file) %s after the kill",
+		seed, rounds, since(begin), summarize(delays), summarize(takeBacks))
+	t.Logf("%d requests, %d ok, %d failed: %d of the first 20 per round and kind on connections the killed processes held, %d on others",
+		requests, ok, requests-ok, failedOnKilled, foreign)
+	if !takeBack {
+		if foreign == 0 {
+			t.Errorf("without take-back, no request failed other than those the killed generation held: the mutation shows nothing")
+		}
+		return
+	}
+	if requests == 0 || ok+failedOnKilled != requests {
+		t.Errorf("%d requests, %d ok and %d failed on killed processes: %d unaccounted for", requests, ok, failedOnKilled, requests-ok-failedOnKilled)
+	}
+	// Upgraded once more, and stopped: the generation that took the
+	// service back 30 times hands over and exits normally.
+	if _, err := s.Upgrade(ctx); err != nil {
+		t.Fatalf("a last upgrade after the take-backs: %v", err)
+	}
+	if code, by, err := getPID(s.addr); err != nil || code != 200 || by == old {
+		t.Fatalf("after the last upgrade: GET / = %d from pid %d (%v), want 200 from a new generation", code, by, err)
+	}
+}
