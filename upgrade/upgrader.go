@@ -47,10 +47,10 @@ type Upgrader struct {
 	upgraded atomic.Bool
 
 	mu       sync.Mutex
-	control  *controlServer  // nil without Options.ControlSocket; replaced at a take-back
-	exit     chan struct{}   // closed by finish; a new one after a take-back
-	exitShut bool            // exit is closed
-	succ     *handoff.Child  // the generation this one handed over to, while it lives
+	control  *controlServer // nil without Options.ControlSocket; replaced at a take-back
+	exit     chan struct{}  // closed by finish; a new one after a take-back
+	exitShut bool           // exit is closed
+	succ     *handoff.Child // the generation this one handed over to, while it lives
 	status   control.Status
 	inRun    bool
 	released bool

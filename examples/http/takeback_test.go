@@ -16,7 +16,7 @@ import (
 )
 
 // TestTakeBackWhenNewGenerationDies upgrades the example 30 times under
-// keep-alive and new-connection load, with a long request (/?sleep=2s)
+// keep-alive and new-connection load, with a long request (/?sleep=1s)
 // held on the old generation so that it drains, and SIGKILLs the new
 // generation at a random moment after it took over (0–300 ms after the
 // reload returned). The old generation must take the service back:
