@@ -12,11 +12,17 @@ import (
 // process is about to start (requests arriving later wait for the next
 // attempt) and on done with the outcome. ctx is cancelled when nobody
 // wants the attempt any more (every requester gave up, or Stop).
-func (u *Upgrader) attempt(ctx context.Context, started chan<- struct{}, done chan<- error) {
-	done <- u.runAttempt(ctx, started)
+func (u *Upgrader) attempt(ctx context.Context, started chan<- struct{}, done chan<- error, rollback bool) {
+	done <- u.runAttempt(ctx, started, rollback)
 }
 
-func (u *Upgrader) runAttempt(ctx context.Context, started chan<- struct{}) error {
+func (u *Upgrader) runAttempt(ctx context.Context, started chan<- struct{}, rollback bool) error {
+	if rollback {
+		// Requests that arrive from now on wait for the attempt after
+		// this one: none is merged into a rollback.
+		close(started)
+		started = nil
+	}
 	select {
 	case <-u.readyDone:
 	case <-ctx.Done():
@@ -30,16 +36,26 @@ func (u *Upgrader) runAttempt(ctx context.Context, started chan<- struct{}) erro
 		}
 		u.log.Warn("previous generation ended abnormally", "err", err)
 	}
-	close(started)
+	if started != nil {
+		close(started)
+	}
 	begin := time.Now()
 	next := u.h.Generation() + 1
-	u.log.Info("upgrading")
-	u.sd.reloading(next)
+	start := u.h.Start
+	if rollback {
+		build, _ := u.h.PreviousBuild()
+		u.log.Info("rolling back", "to", build)
+		u.sd.rollingBack(next, build)
+		start = u.h.Rollback
+	} else {
+		u.log.Info("upgrading")
+		u.sd.reloading(next)
+	}
 	u.hist.attemptStarted(next)
-	if err := u.preflight(ctx); err != nil {
+	if err := u.preflight(ctx, rollback); err != nil {
 		return err
 	}
-	child, err := u.h.Start()
+	child, err := start()
 	if err != nil {
 		return err
 	}
@@ -72,9 +88,17 @@ func (u *Upgrader) abandoned() error {
 // half-copied deploy thus fails fast with a clear error. The first check
 // reads only headers (tens of microseconds); the application's may cost
 // what it likes, at the moment the upgrade begins. A stop ends it at once.
-func (u *Upgrader) preflight(ctx context.Context) error {
+func (u *Upgrader) preflight(ctx context.Context, rollback bool) error {
 	binary, err := handoff.Binary()
+	if rollback {
+		// The file a rollback runs is one that ran already; its path is
+		// this process's descriptor of it.
+		binary, err = u.h.PreviousBinary()
+	}
 	if err != nil {
+		if rollback {
+			return err
+		}
 		return &ChildError{Reason: control.ReasonStartFailed, Err: err}
 	}
 	if u.opts.Preflight == nil {

@@ -34,9 +34,10 @@ type takeBack struct {
 
 // request is one request to upgrade on its way to the loop.
 type request struct {
-	id    queue.ID
-	hurry bool
-	reply chan error // buffered; nil when nobody waits (a signal)
+	id       queue.ID
+	hurry    bool
+	rollback bool       // to the previous build (Rollback)
+	reply    chan error // buffered; nil when nobody waits (a signal)
 }
 
 func (s *scheduler) start(u *Upgrader) {
@@ -91,6 +92,11 @@ func (u *Upgrader) Upgrade(ctx context.Context) error {
 
 // request queues an upgrade request and waits for its outcome.
 func (u *Upgrader) request(ctx context.Context, hurry bool) error {
+	return u.requestKind(ctx, hurry, false)
+}
+
+// requestKind is request for an upgrade or a rollback.
+func (u *Upgrader) requestKind(ctx context.Context, hurry, rollback bool) error {
 	if isClosed(u.exitC()) {
 		return u.exitErr()
 	}
@@ -109,7 +115,7 @@ func (u *Upgrader) request(ctx context.Context, hurry bool) error {
 		}
 	}
 	s := &u.sched
-	r := request{id: queue.ID(s.ids.Add(1)), hurry: hurry, reply: make(chan error, 1)}
+	r := request{id: queue.ID(s.ids.Add(1)), hurry: hurry, rollback: rollback, reply: make(chan error, 1)}
 	select {
 	case s.requests <- r:
 	case <-s.done:
@@ -231,6 +237,7 @@ type loop struct {
 	nextID   queue.ID
 
 	// The attempt in progress, if any.
+	rollback bool // the next Start is a rollback's
 	cancel   context.CancelFunc
 	started  <-chan struct{}
 	done     <-chan error
@@ -244,11 +251,30 @@ func (l *loop) newID() queue.ID {
 }
 
 func (l *loop) request(now time.Time, r request) []queue.Action {
+	if r.rollback {
+		// Alone, or not at all: merged with a waiting upgrade, it would
+		// start one binary for requests that asked for two.
+		if p := l.m.Status().Phase; p != queue.Idle {
+			if p == queue.Exited {
+				r.reply <- l.u.exitErr()
+			} else {
+				r.reply <- errRollbackBusy
+			}
+			return nil
+		}
+		l.u.log.Info("rollback requested")
+	}
 	l.waiting[r.id] = r
 	if r.reply == nil {
 		l.u.log.Info("upgrade requested")
 	}
-	return l.m.Request(now, queue.Request{ID: r.id, Async: r.reply == nil, Hurry: r.hurry})
+	acts := l.m.Request(now, queue.Request{ID: r.id, Async: r.reply == nil, Hurry: r.hurry})
+	for _, a := range acts {
+		if a.Kind == queue.Start {
+			l.rollback = r.rollback
+		}
+	}
+	return acts
 }
 
 func (l *loop) attemptDone(now time.Time, err error) []queue.Action {
@@ -285,7 +311,8 @@ func (l *loop) apply(a queue.Action) {
 	u := l.u
 	switch a.Kind {
 	case queue.Start:
-		l.cancel, l.started, l.done = u.startAttempt()
+		l.cancel, l.started, l.done = u.startAttempt(l.rollback)
+		l.rollback = false
 	case queue.Hurry:
 		if err := u.h.Hurry(); err != nil {
 			u.log.Warn("could not hurry the previous generation", "err", err)
@@ -346,10 +373,10 @@ func (l *loop) forward(ids []queue.ID) {
 
 // startAttempt starts an attempt in its own goroutine, which the loop owns:
 // it always reports on done, and cancel makes it end promptly.
-func (u *Upgrader) startAttempt() (cancel context.CancelFunc, started <-chan struct{}, done <-chan error) {
+func (u *Upgrader) startAttempt(rollback bool) (cancel context.CancelFunc, started <-chan struct{}, done <-chan error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	st, dn := make(chan struct{}), make(chan error, 1)
-	go u.attempt(ctx, st, dn)
+	go u.attempt(ctx, st, dn, rollback)
 	return cancel, st, dn
 }
 

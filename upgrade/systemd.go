@@ -71,6 +71,12 @@ func (s systemd) reloading(next int) {
 		readiness.Status(fmt.Sprintf("upgrading to generation %d (pid %d serving)", next, os.Getpid())))
 }
 
+// rollingBack: a rollback to build, as generation next, starts.
+func (s systemd) rollingBack(next int, build string) {
+	s.notify(readiness.Reloading, monotonicUsec(),
+		readiness.Status(fmt.Sprintf("rolling back to %q as generation %d (pid %d serving)", build, next, os.Getpid())))
+}
+
 // failed ends the reload systemd was told about (READY=1), with the truth in
 // STATUS=.
 func (s systemd) failed(status string) {

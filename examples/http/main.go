@@ -61,6 +61,7 @@ func run() error {
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	upg, err := upgrade.New(upgrade.Options{
+		Version:        version,
 		PIDFile:        *pidFile,
 		UpgradeTimeout: *upgradeTimeout,
 		DrainTimeout:   *drainTimeout,

@@ -67,7 +67,7 @@ import (
 // one it works with. Raise Version when what passes between generations
 // changes; raise minPeer only when an older peer can no longer be served.
 var (
-	Version = 2
+	Version = 3
 	minPeer = 0
 )
 
@@ -155,6 +155,11 @@ type Handoff struct {
 
 	ho handover // files and state, to the next generation and from the previous one
 
+	self        *executable // our own executable, for the next generation; nil if it cannot be kept
+	previous    *executable // the previous generation's, for a rollback; nil if none
+	previousErr error       // why there is none, when it is known
+	rolledBack  bool        // a rollback started this generation
+
 	res   reserve       // our copies of the sockets, for every new generation
 	stopC chan struct{} // closed by Stop: a start in progress kills its process
 
@@ -219,6 +224,11 @@ func New(opts Options) (*Handoff, error) {
 		h.stderr = os.Stderr
 	}
 	os.Unsetenv(tableflipMarker)
+	if self, err := openSelf(h.build); err != nil {
+		h.log.Warn("no rollback to this build will be possible", "err", err)
+	} else {
+		h.self = self
+	}
 	if !tf.HasParent() {
 		return h, nil
 	}
@@ -312,6 +322,15 @@ func (h *Handoff) greetParent() error {
 	// the stderr pipe; before the reader below, which would take them.
 	if err := h.receive(l, hello.Offers); err != nil {
 		return err
+	}
+	h.rolledBack = hello.Rollback
+	if x, err := h.take(previousExeName, false); err == nil {
+		if e, err := newExecutable(x.file, x.build); err != nil {
+			x.file.Close()
+			h.previousErr = err
+		} else {
+			h.previous = e
+		}
 	}
 	h.wg.Add(1)
 	go h.listenParent(l)
@@ -531,6 +550,8 @@ func (h *Handoff) Close() {
 	h.wg.Wait()
 	h.res.close()
 	h.closeHandover()
+	h.self.close()
+	h.previous.close()
 	if h.savedStderr != nil {
 		h.savedStderr.Close()
 	}
@@ -547,7 +568,39 @@ func (h *Handoff) Close() {
 // lines it wrote to stderr; control.ErrStopped after Stop,
 // control.ErrUpgraded while a generation this one started serves,
 // control.ErrNotReady before Ready. After TakeBack it can start one again.
-func (h *Handoff) Start() (Child, error) {
+func (h *Handoff) Start() (Child, error) { return h.start(false) }
+
+// Rollback is Start with the previous generation's executable (kept open
+// since it ran, so whatever is at its path now does not matter) instead of
+// os.Args[0]; the new process's os.Args[0] is still os.Args[0]. It fails
+// with an error matching ErrNoRollback, saying why, when there is none:
+// this is the first generation, or one a rollback started, or the
+// previous one could not keep its executable (a script, no /proc), or
+// that file was overwritten in place since.
+func (h *Handoff) Rollback() (Child, error) { return h.start(true) }
+
+// PreviousBinary is a path through which the executable a rollback would
+// start can be read, for a pre-flight check, or ErrNoRollback.
+func (h *Handoff) PreviousBinary() (string, error) {
+	if h.previous == nil {
+		return "", h.noRollback()
+	}
+	var fd int
+	ctl(h.previous.f, func(d int) { fd = d })
+	return "/proc/self/fd/" + strconv.Itoa(fd), nil
+}
+
+func (h *Handoff) start(rollback bool) (Child, error) {
+	var exe *executable
+	if rollback {
+		if h.previous == nil {
+			return Child{}, h.noRollback()
+		}
+		if err := h.previous.check(); err != nil {
+			return Child{}, fmt.Errorf("%w: %w", ErrNoRollback, err)
+		}
+		exe = h.previous
+	}
 	h.mu.Lock()
 	var refused error
 	switch {
@@ -580,13 +633,18 @@ func (h *Handoff) Start() (Child, error) {
 	if err != nil {
 		return startFailed(err)
 	}
+	if !rollback && h.self != nil {
+		// The new generation can roll back to this one; one started by a
+		// rollback gets nothing: it has nothing older to go back to.
+		out = append(out, outgoing{m: message{File: previousExeName, Build: h.build}, f: h.self.f, name: "the executable"})
+	}
 	l, peer, err := newLinkPair()
 	if err != nil {
 		closeOwn(out)
 		return startFailed(fmt.Errorf("side channel: %w", err))
 	}
 	defer peer.Close()
-	if err := l.write(message{Version: Version, Min: minPeer, Generation: h.generation + 1, Offers: len(out)}, nil); err != nil {
+	if err := l.write(message{Version: Version, Min: minPeer, Generation: h.generation + 1, Offers: len(out), Rollback: rollback}, nil); err != nil {
 		closeOwn(out)
 		l.close()
 		return startFailed(fmt.Errorf("side channel: %w", err))
@@ -596,7 +654,7 @@ func (h *Handoff) Start() (Child, error) {
 		return startFailed(fmt.Errorf("side channel: %w", err))
 	}
 	a := h.newAttempt(l)
-	sp, err := h.spawn(peer)
+	sp, err := h.spawn(peer, exe)
 	if err == nil {
 		err = sp.await(h.timeout, h.stopC)
 	}
@@ -630,7 +688,7 @@ func (h *Handoff) Start() (Child, error) {
 // spawn starts the new process with the reserve and the side channel's
 // other end. The reserve stays locked meanwhile: Close must not close a
 // descriptor the fork is copying.
-func (h *Handoff) spawn(side *os.File) (*spawned, error) {
+func (h *Handoff) spawn(side *os.File, exe *executable) (*spawned, error) {
 	h.res.mu.Lock()
 	defer h.res.mu.Unlock()
 	if h.res.closed {
@@ -641,7 +699,7 @@ func (h *Handoff) spawn(side *os.File) (*spawned, error) {
 		files[k] = f
 	}
 	files[fileKey(sideName)] = side
-	sp, err := spawn(files)
+	sp, err := spawn(files, exe)
 	if err != nil {
 		return nil, &control.ChildError{Reason: control.ReasonStartFailed, Err: err}
 	}

@@ -56,8 +56,9 @@ type offer struct {
 // handed is one thing the previous generation handed to this one.
 type handed struct {
 	file  *os.File
-	state bool  // file holds the bytes of a state
-	size  int64 // announced size of a state
+	state bool   // file holds the bytes of a state
+	size  int64  // announced size of a state
+	build string // of the previous executable (previousExeName)
 }
 
 // handover is the Handoff's part for files and state.
@@ -214,7 +215,7 @@ func (h *Handoff) receive(l *link, n int) error {
 			}
 			return fmt.Errorf("handoff: message %d of %d from the previous generation is not a file or state with a descriptor under a new valid name: %+v", i+1, n, m)
 		}
-		got[name] = handed{file: f, state: state, size: m.Size}
+		got[name] = handed{file: f, state: state, size: m.Size, build: m.Build}
 	}
 	h.ho.mu.Lock()
 	h.ho.got = got

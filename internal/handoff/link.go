@@ -20,7 +20,8 @@ type message struct {
 	Failed     string `json:"failed,omitempty"` // later: why it will not become ready
 	Hurry      bool   `json:"hurry,omitempty"`
 	Upgrade    bool   `json:"upgrade,omitempty"`
-	Leaving    bool   `json:"leaving,omitempty"` // new → old: I stop for good, do not take the service back
+	Leaving    bool   `json:"leaving,omitempty"`  // new → old: I stop for good, do not take the service back
+	Rollback   bool   `json:"rollback,omitempty"` // in a hello: you were started by a rollback
 	// Version 2: what the old generation hands over (handover.go).
 	Offers int    `json:"offers,omitempty"` // in a hello: how many file and state messages follow it
 	File   string `json:"file,omitempty"`   // the name of the file attached

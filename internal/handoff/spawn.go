@@ -137,12 +137,25 @@ type spawned struct {
 	err    error
 }
 
-// spawn starts the binary at os.Args[0] with our arguments, environment
-// and working directory, handing it files under their names.
-func spawn(files map[fileName]*os.File) (*spawned, error) {
-	path, err := lookPath(os.Args[0])
-	if err != nil {
+// spawn starts the binary at os.Args[0] (or exe, if not nil) with our
+// arguments, environment and working directory, handing it files under
+// their names. os.Args[0] is the new process's argv[0] in either case.
+func spawn(files map[fileName]*os.File, exe *executable) (*spawned, error) {
+	argv0, err := lookPath(os.Args[0])
+	if err != nil && exe == nil {
 		return nil, fmt.Errorf("can't start process %s: %w", os.Args[0], err)
+	}
+	if exe != nil {
+		argv0 = os.Args[0]
+	}
+	path := argv0
+	if exe != nil {
+		p, release, err := exe.execPath(5 + len(files) + 8)
+		if err != nil {
+			return nil, err
+		}
+		defer release()
+		path = p
 	}
 	readyR, readyW, err := os.Pipe()
 	if err != nil {
@@ -166,7 +179,7 @@ func spawn(files map[fileName]*os.File) (*spawned, error) {
 			env = append(env, kv)
 		}
 	}
-	proc, err := os.StartProcess(path, append([]string{path}, os.Args[1:]...),
+	proc, err := os.StartProcess(path, append([]string{argv0}, os.Args[1:]...),
 		&os.ProcAttr{Dir: initialWD, Env: env, Files: fds})
 	readyW.Close()
 	namesR.Close()

@@ -25,3 +25,5 @@ func dupFile(*os.File) (*os.File, error)           { return nil, errUnsupported 
 func dupFD(uintptr, string) (*os.File, error)          { return nil, errUnsupported }
 func signaled(*os.ProcessState) (syscall.Signal, bool) { return 0, false }
 func signalName(s syscall.Signal) string               { return s.String() }
+
+func dupAbove(*os.File, int) (*os.File, error) { return nil, errUnsupported }

@@ -176,3 +176,17 @@ func signalName(s syscall.Signal) string {
 	}
 	return "signal " + strconv.Itoa(int(s))
 }
+
+// dupAbove returns a copy of f's descriptor numbered minFD or higher,
+// closed on exec.
+func dupAbove(f *os.File, minFD int) (*os.File, error) {
+	var (
+		nfd  int
+		derr error
+	)
+	ctl(f, func(fd int) { nfd, derr = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, minFD) })
+	if derr != nil {
+		return nil, os.NewSyscallError("dup", derr)
+	}
+	return os.NewFile(uintptr(nfd), f.Name()), nil
+}
