@@ -27,6 +27,13 @@
 //  4. Once the new generation is ready, [Upgrader.Exit] closes and Run
 //     drains this generation's servers (see package drain), releases
 //     everything and returns; main returns and the process exits.
+//  5. Under [Upgrader.RunFunc], if the new generation dies while this one
+//     still drains, this one takes the service back: it calls its serve
+//     function again on the same sockets (their queues kept what arrived
+//     meanwhile), tells systemd it is the main process again, and serves
+//     until it is upgraded or stopped. [Upgrader.Rollback] (`hitless
+//     rollback`) starts the previous generation's build again, from the
+//     file it ran, whatever the deploy has put at its path since.
 //
 // The sockets are shared by both generations during the overlap, so
 // connections queued on them are accepted, and datagrams read, by whichever
@@ -34,9 +41,13 @@
 // is ready, and a generation that is not ready yet neither accepts nor
 // reads.
 //
+// Options.Observer hears of every upgrade, failure, take-back and drain,
+// with counters that continue across generations; [Upgrader.Status] (and
+// `hitless status`) shows the history of the last upgrades.
+//
 // The mechanics live below this package: internal/handoff starts the next
 // generation and talks to it (its PID, its stderr while it starts, whether
-// the two speak the same handoff version), internal/queue decides what
+// the two speak the same handoff version, when it dies), internal/queue decides what
 // happens to each request to upgrade, and package control carries the
 // control socket's protocol.
 //
@@ -49,13 +60,17 @@
 //	defer upg.Stop()
 //	defer upg.HandleSignals()() // SIGHUP: upgrade; SIGTERM, SIGINT: drain and stop
 //
-//	ln, err := upg.Listen(ctx, "http", "tcp", ":8080")
-//	if err != nil {
-//		return err
-//	}
-//	srv := &drain.HTTP{Server: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}}
-//	go srv.Serve(ln)
-//	return upg.Run(ctx, srv) // ready; wait for upgrade or stop; drain
+//	// Ready; wait for upgrade or stop; drain. serve is called again at a
+//	// take-back.
+//	return upg.RunFunc(ctx, func(ctx context.Context) ([]drain.Drainer, error) {
+//		ln, err := upg.Listen(ctx, "http", "tcp", ":8080")
+//		if err != nil {
+//			return nil, err
+//		}
+//		srv := &drain.HTTP{Server: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}}
+//		go srv.Serve(ln)
+//		return []drain.Drainer{srv}, nil
+//	})
 //
 // # Under systemd
 //

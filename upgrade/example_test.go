@@ -51,3 +51,39 @@ func ExampleUpgrader_Upgrade() {
 		log.Printf("no upgrade: %v", err) // stopping, not ready yet, or ctx done
 	}
 }
+
+// Serving with RunFunc: if a new generation dies while this one drains,
+// serve is called again and this one takes the service back.
+func ExampleUpgrader_RunFunc() {
+	upg, err := upgrade.New(upgrade.Options{PIDFile: "/run/app.pid"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer upg.Stop()
+	defer upg.HandleSignals()()
+
+	err = upg.RunFunc(context.Background(), func(ctx context.Context) ([]drain.Drainer, error) {
+		ln, err := upg.Listen(ctx, "http", "tcp", "127.0.0.1:8080")
+		if err != nil {
+			return nil, err
+		}
+		srv := &drain.HTTP{Server: &http.Server{Handler: http.NotFoundHandler()}}
+		go srv.Serve(ln)
+		return []drain.Drainer{srv}, nil
+	})
+	if err != nil {
+		log.Print(err)
+	}
+}
+
+// Rolling back from a deploy hook, when the new version misbehaves after
+// it took over.
+func ExampleUpgrader_Rollback() {
+	var upg *upgrade.Upgrader // from upgrade.New
+	if build, ok := upg.RollbackTarget(); ok {
+		log.Printf("rolling back to %s", build)
+	}
+	if err := upg.Rollback(context.Background()); errors.Is(err, upgrade.ErrNoRollback) {
+		log.Printf("cannot roll back: %v", err)
+	}
+}

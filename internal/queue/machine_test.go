@@ -732,3 +732,50 @@ func TestStrings(t *testing.T) {
 		}
 	}
 }
+
+// TestTakenBack: after a success, a take-back makes the machine Idle and
+// not Upgraded again, counts as a failure (and toward the crash loop),
+// and the next request starts an attempt; without a success it panics.
+func TestTakenBack(t *testing.T) {
+	m := New(Config{CrashLoopAfter: 2, CrashLoopBackoff: time.Second})
+	up := func() {
+		if acts := m.Request(t0, Request{ID: 1}); len(acts) != 1 || acts[0].Kind != Start {
+			t.Fatalf("Request: %v, want Start", acts)
+		}
+		m.Started(t0)
+		m.Done(t0, nil, false)
+	}
+	up()
+	if st := m.Status(); st.Phase != Exited || !st.Upgraded {
+		t.Fatalf("after a success: %+v", st)
+	}
+	why := errors.New("generation 2 was killed by SIGKILL")
+	if acts := m.TakenBack(t0.Add(time.Second), why); acts != nil {
+		t.Fatalf("TakenBack: %v, want no action", acts)
+	}
+	st := m.Status()
+	if st.Phase != Idle || st.Upgraded || st.Failures != 1 || st.LastErr != why || !st.LastAt.Equal(t0.Add(time.Second)) {
+		t.Fatalf("after TakenBack: %+v", st)
+	}
+	// A success resets the failures; two take-backs in a row start the
+	// back-off, as two failed upgrades would.
+	up()
+	m.TakenBack(t0, why)
+	if st := m.Status(); st.Failures != 1 || !st.Backoff.IsZero() {
+		t.Fatalf("after success and take-back: %+v", st)
+	}
+	up() // failures reset to 0
+	m.TakenBack(t0, why)
+	m.Request(t0, Request{ID: 2})
+	m.Started(t0)
+	m.Done(t0, errChild, true)
+	if st := m.Status(); st.Failures != 2 || st.Backoff.IsZero() {
+		t.Fatalf("a take-back and a failed upgrade in a row: %+v, want the back-off", st)
+	}
+	defer func() {
+		if r := recover(); r == nil || !strings.HasPrefix(fmt.Sprint(r), "queue: ") {
+			t.Fatalf("TakenBack without a success: recovered %v, want a queue: panic", r)
+		}
+	}()
+	New(Config{}).TakenBack(t0, why)
+}
