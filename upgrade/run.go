@@ -158,9 +158,6 @@ func (u *Upgrader) run(ctx context.Context, servers []drain.Drainer, serve func(
 // earlier lives, closes the listeners and returns what failed.
 func (u *Upgrader) drainAll(servers []drain.Drainer, earlier []*drainJob) error {
 	stopping := !u.upgraded.Load() && (u.ready.Load() || !u.h.HasParent())
-	dctx, cancel := context.WithTimeout(context.Background(), u.opts.DrainTimeout)
-	defer cancel()
-	g := drain.Group{Name: "generation " + strconv.Itoa(u.h.Generation())}
 	if stopping {
 		// A generation that stops for good must not be taken back by
 		// the one before it, if that one still drains.
@@ -171,6 +168,13 @@ func (u *Upgrader) drainAll(servers []drain.Drainer, earlier []*drainJob) error 
 		if err := u.listeners.Unlink(); err != nil {
 			u.log.Warn("removing socket files", "err", err)
 		}
+	}
+	// The drain's time starts after what systemd was told: a notify
+	// socket nobody reads costs up to a second a message.
+	dctx, cancel := context.WithTimeout(context.Background(), u.opts.DrainTimeout)
+	defer cancel()
+	g := drain.Group{Name: "generation " + strconv.Itoa(u.h.Generation())}
+	if stopping {
 		deadline, _ := dctx.Deadline()
 		g.Heartbeat = u.sd.extendStop(deadline)
 	}
