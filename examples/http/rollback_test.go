@@ -36,7 +36,7 @@ func TestRollbackAfterTheFileWasReplaced(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = harness.Build(ctx, "./examples/http", b.out, true, "-X main.version="+b.version)
+			errs[i] = harness.Build(ctx, "./examples/http", b.out, false, "-X main.version="+b.version)
 		}()
 	}
 	wg.Wait()
