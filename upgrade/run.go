@@ -122,21 +122,10 @@ func (u *Upgrader) run(ctx context.Context, servers []drain.Drainer, serve func(
 			u.h.Commit()
 		}
 		job := u.drainAsync(servers)
-		var died <-chan struct{}
-		if serve != nil {
-			died = child.Died
-		}
-		select {
-		case <-job.done:
-			select {
-			case <-died:
-				// It died as the drain ended: take back all the same.
-			default:
-				err := u.finishDrain(job, true)
-				u.closeListeners()
-				return errors.Join(readyErr, err)
-			}
-		case <-died:
+		if !u.awaitDrainOrDeath(ctx, job, child, serve != nil) {
+			err := u.finishDrain(job, true)
+			u.closeListeners()
+			return errors.Join(readyErr, err)
 		}
 		earlier = append(earlier, job)
 		servers = nil
@@ -149,6 +138,39 @@ func (u *Upgrader) run(ctx context.Context, servers []drain.Drainer, serve func(
 		servers = next
 	}
 	return errors.Join(readyErr, u.drainAll(servers, earlier))
+}
+
+// awaitDrainOrDeath waits until job's drain has ended, and reports
+// whether child died before that (or as it ended) and this generation
+// should take the service back: only under RunFunc (takeBack), and never
+// once this generation was told to stop (Stop, or ctx done), which it
+// then carries out by draining to the end.
+func (u *Upgrader) awaitDrainOrDeath(ctx context.Context, job *drainJob, child *handoff.Child, takeBack bool) bool {
+	var died <-chan struct{}
+	if takeBack {
+		died = child.Died
+	}
+	done := ctx.Done()
+	for {
+		select {
+		case <-job.done:
+			select {
+			case <-died:
+				// It died as the drain ended: take back all the same.
+				return !u.h.Stopped()
+			default:
+				return false
+			}
+		case <-died:
+			if !u.h.Stopped() {
+				return true
+			}
+			died = nil
+		case <-done:
+			u.stop()
+			done = nil
+		}
+	}
 }
 
 // drainAll is the end of a generation that did not hand over: a stop, or

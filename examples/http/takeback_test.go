@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"path/filepath"
@@ -173,5 +174,61 @@ func runTakeBack(t *testing.T, rounds int, takeBack bool) {
 	}
 	if code, by, err := getPID(s.addr); err != nil || code != 200 || by == old {
 		t.Fatalf("after the last upgrade: GET / = %d from pid %d (%v), want 200 from a new generation", code, by, err)
+	}
+}
+
+// TestStopIsNotTakenBack: a new generation that stops for good (SIGTERM)
+// while the old one still drains tells the old one first, which then
+// does not take the service back: it finishes its drain (its long request
+// completes) and exits, and so does the service. The second part: an old
+// generation told to stop while it drains does not take back either when
+// the new one is killed.
+func TestStopIsNotTakenBack(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		stop func(t *testing.T, old, next int)
+	}{
+		{"new generation stopped", func(t *testing.T, old, next int) {
+			syscall.Kill(next, syscall.SIGTERM)
+		}},
+		{"old generation stopped, new one killed", func(t *testing.T, old, next int) {
+			syscall.Kill(old, syscall.SIGTERM)
+			time.Sleep(100 * time.Millisecond)
+			syscall.Kill(next, syscall.SIGKILL)
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := start(t, "-preflight=false", "-drain-timeout", "10s")
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			old := s.PID()
+			anchor, err := holdRequest(s.addr, "/?sleep=1500ms")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := pollUntil(2*time.Second, func() bool { return heldConns(old, s.addr)[anchor.port] }); err != nil {
+				t.Fatalf("the long request was not accepted: %v", err)
+			}
+			if _, err := s.Upgrade(ctx); err != nil {
+				t.Fatal(err)
+			}
+			next := s.PID()
+			c.stop(t, old, next)
+			if err := anchor.wait(5 * time.Second); err != nil {
+				t.Errorf("the long request on the old generation: %v", err)
+			}
+			wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+			_, err = s.WaitExit(wctx, old)
+			wcancel()
+			if err != nil {
+				t.Fatalf("the old generation %d did not exit after its drain: %v\n%s", old, err, readLog(s.log))
+			}
+			if bytes.Contains(readLog(s.log), []byte("serving again")) {
+				t.Fatalf("the old generation took the service back after a stop:\n%s", readLog(s.log))
+			}
+			if code, by, err := getPID(s.addr); err == nil {
+				t.Fatalf("after the stop, GET / = %d from pid %d: someone still serves", code, by)
+			}
+		})
 	}
 }

@@ -15,11 +15,12 @@ const stderrTailBytes = 2048
 // side channel, and its stderr, which passes through this process until
 // it is ready.
 type attempt struct {
-	h      *Handoff
-	l      *link
-	hello  message
-	failed string        // why it said it would not become ready
-	heard  chan struct{} // closed when the reader is done
+	h       *Handoff
+	l       *link
+	hello   message
+	failed  string        // why it said it would not become ready
+	leaving bool          // it said it stops for good (Leave) before listenChild took over
+	heard   chan struct{} // closed when the reader is done
 
 	mu         sync.Mutex
 	head, last []byte
@@ -53,6 +54,16 @@ func (a *attempt) listen() {
 		}
 		if f != nil {
 			f.Close()
+		}
+		// A new generation that is ready may say more before Start has
+		// handed its link to listenChild: what it says then is kept.
+		if m.Hurry {
+			notify(a.h.hurried)
+		}
+		if m.Leaving {
+			a.mu.Lock()
+			a.leaving = true
+			a.mu.Unlock()
 		}
 		if m.Failed != "" {
 			a.mu.Lock()

@@ -2,23 +2,27 @@
 
 package handoff
 
-// The contract test: a real tableflip v1.2.3, in re-executed test
-// binaries, is driven into every text classify and classifyNew recognise,
-// and the typed result is checked with the real values (the child's PID,
-// its exit status, the signal that killed it, the timeout). tableflip's
-// errors are plain text (classify.go), so this is what stands between a
-// tableflip release that rewords one and a hitless that quietly
-// misclassifies it; a failure names the text tableflip v1.2.3 writes and
-// where.
+// The contract test, in re-executed test binaries. Two contracts:
+//
+//   - This package's parent end (Start, spawn.go) against a real tableflip
+//     v1.2.3 child: the new generation of a service is tableflip's
+//     New/Ready/WaitForParent/Fds, whichever release of hitless it runs,
+//     so the pipes, the names on fd 4, the ready byte, the descriptors
+//     from fd 5 and the environment marker must be what tableflip's child
+//     end expects. The child here is pure tableflip (no handoff, no side
+//     channel: a version 0 child), and the typed results of Start are
+//     checked with the real values (its PID, its exit status, the signal
+//     that killed it, the timeout).
+//   - The texts of tableflip.New, which classifyNew turns into errors
+//     (classify.go): a tableflip release that rewords one fails here.
 //
 // The processes: the test starts a role (a first generation of a service,
-// playing one scenario) and waits for it; the role writes what each
-// tableflip call returned to a report file and exits. A role that upgrades
+// playing one scenario) and waits for it; the role writes what each call
+// returned to a report file and exits. A role that starts a generation
 // starts contractChild, which behaves as contractChildEnv says. A child
-// tells its parent its PID, and what it saw, on its stdout: tableflip hands
-// the parent's os.Stdout to the child (child.go:34), and the parent makes
-// that a pipe. Every generation is reaped by its parent before the parent
-// reports, and every wait is bounded.
+// tells its parent its PID on its stdout, before anything else: Start
+// hands the parent's os.Stdout to the child, and the parent makes that a
+// pipe. Every wait is bounded.
 
 import (
 	"bufio"
@@ -28,6 +32,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -55,30 +60,31 @@ func init() {
 
 // Roles of the contract test.
 const (
-	roleFirst   = "contract-first"   // no upgrade: Upgrade before Ready, a second New, Upgrade after Stop
-	roleUpgrade = "contract-upgrade" // one Upgrade, which fails
-	roleBusy    = "contract-busy"    // a second Upgrade during one, then Stop
-	roleSuccess = "contract-success" // an Upgrade that succeeds, and one after it
+	roleFirst   = "contract-first"   // no new generation: a second tableflip.New, Start before Ready and after Stop
+	roleUpgrade = "contract-upgrade" // one Start, which fails
+	roleBusy    = "contract-busy"    // a second Start during one, then Stop
+	roleSuccess = "contract-success" // a Start that succeeds, and one after it
 	roleNew     = "contract-new"     // tableflip.New only
-	roleChild   = "contract-child"   // the new generation of the roles that upgrade
+	roleChild   = "contract-child"   // the new generation of the roles that start one: pure tableflip
 )
 
 // Environment of the roles.
 const (
-	contractReportEnv  = "HITLESS_CONTRACT_REPORT"  // file the role writes its contractReport to
-	contractChildEnv   = "HITLESS_CONTRACT_CHILD"   // how contractChild behaves: one of child*
-	contractTimeoutEnv = "HITLESS_CONTRACT_TIMEOUT" // roleUpgrade's UpgradeTimeout
-	contractArgv0Env   = "HITLESS_CONTRACT_ARGV0"   // roleUpgrade's os.Args[0]: the binary tableflip starts
+	contractReportEnv      = "HITLESS_CONTRACT_REPORT"       // file the role writes its contractReport to
+	contractChildEnv       = "HITLESS_CONTRACT_CHILD"        // how contractChild behaves: one of child*
+	contractTimeoutEnv     = "HITLESS_CONTRACT_TIMEOUT"      // roleUpgrade's ReadyTimeout
+	contractArgv0Env       = "HITLESS_CONTRACT_ARGV0"        // roleUpgrade's os.Args[0]: the binary Start executes
+	contractChildReportEnv = "HITLESS_CONTRACT_CHILD_REPORT" // file childReady writes its childServeReport to
 )
 
 // How contractChild behaves.
 const (
-	childExit0   = "exit0"   // exits with status 0 before it is ready
-	childExit3   = "exit3"   // exits with status 3 before it is ready
-	childKill    = "kill"    // kills itself with SIGKILL
-	childAbort   = "abort"   // panics with GOTRACEBACK=crash: SIGABRT
-	childHang    = "hang"    // never gets ready
-	childUpgrade = "upgrade" // gets ready, then calls Upgrade while its parent still runs
+	childExit0 = "exit0" // exits with status 0 before it is ready
+	childExit3 = "exit3" // exits with status 3 before it is ready
+	childKill  = "kill"  // kills itself with SIGKILL
+	childAbort = "abort" // panics with GOTRACEBACK=crash: SIGABRT
+	childHang  = "hang"  // never gets ready
+	childReady = "ready" // gets ready, serves one connection, waits for its parent to exit
 )
 
 const (
@@ -87,22 +93,28 @@ const (
 	contractRoleBound = 20 * time.Second
 	// contractWaitBound bounds each wait inside a role.
 	contractWaitBound = 10 * time.Second
-	// contractTimeout is the UpgradeTimeout of the child that times out.
+	// contractTimeout is the ReadyTimeout of the child that times out.
 	// The child must report its PID before it: a test binary starts in
 	// tens of milliseconds, even with -race.
 	contractTimeout = 2 * time.Second
+	// contractEarlyWait is how long the ready child first waits for its
+	// parent, which runs meanwhile (it waits for that child's answer).
+	contractEarlyWait = 300 * time.Millisecond
+	// contractListener is the name the listener is handed over under.
+	contractListener = "web"
 )
 
 // Steps of a role: the keys of its contractReport.
 const (
 	stepNewAgain     = "second tableflip.New"
-	stepBeforeReady  = "Upgrade before Ready"
-	stepAfterStop    = "Upgrade after Stop"
-	stepUpgrade      = "Upgrade"
-	stepSecond       = "second Upgrade during one"
-	stepStopDuring   = "Stop during Upgrade"
-	stepAfterSuccess = "Upgrade after a successful one"
-	stepChildEarly   = "the new generation's Upgrade while its parent runs"
+	stepBeforeReady  = "Start before Ready"
+	stepAfterStop    = "Start after Stop"
+	stepStart        = "Start"
+	stepSecond       = "second Start during one"
+	stepStopDuring   = "Stop during Start"
+	stepServed       = "a connection to the handed-over listener"
+	stepAfterSuccess = "Start after a successful one"
+	stepExit         = "the parent's exit"
 	stepNew          = "tableflip.New"
 	stepGetwd        = "os.Getwd"
 )
@@ -110,53 +122,111 @@ const (
 // contractReport is what a role observed, by step.
 type contractReport map[string]observation
 
-// observation is an error as a role saw it.
+// observation is the outcome of a call as a role saw it. The role does
+// the matching (errors.Is and errors.As need the values, which do not
+// survive JSON).
 type observation struct {
 	Nil  bool   `json:"nil,omitempty"`
 	Err  string `json:"err,omitempty"`  // its text
 	Type string `json:"type,omitempty"` // its dynamic type, for messages
-	// Chained says errors.Unwrap found a cause: then the text is not all
-	// there is (classify.go assumes it is).
+	// Chained says errors.Unwrap found a cause: for a text of tableflip,
+	// then the text is not all there is (classify.go assumes it is).
 	Chained bool `json:"chained,omitempty"`
-	// PID is the new generation's, as it reported it; 0 if none.
+	// Is names the errors of contractErrors it matches.
+	Is []string `json:"is,omitempty"`
+	// Child is the *control.ChildError it is, if it is one.
+	Child *childOutcome `json:"child,omitempty"`
+	// Started is what a successful Start returned.
+	Started *startedChild `json:"started,omitempty"`
+	// PID is the new generation's, as it reported it on its stdout; 0 if
+	// none did.
 	PID int `json:"pid,omitempty"`
-	// Others are the other texts seen when the step was repeated.
-	Others []string `json:"others,omitempty"`
+	// Gone says that, as soon as the call returned, no process had that
+	// PID any more: it was reaped (a zombie still has its PID).
+	Gone bool `json:"gone,omitempty"`
+	// Text is what the step read; At is when it ended.
+	Text string    `json:"text,omitempty"`
+	At   time.Time `json:"at,omitzero"`
+}
+
+// childOutcome is a *control.ChildError, as JSON.
+type childOutcome struct {
+	Reason     control.Reason
+	PID        int
+	ExitStatus int
+	Signal     syscall.Signal
+	Timeout    time.Duration
+	Err        string
+}
+
+// startedChild is a Child, as JSON.
+type startedChild struct {
+	PID     int
+	Version int
+}
+
+// contractErrors are the errors an observation is matched against.
+var contractErrors = []struct {
+	name string
+	err  error
+}{
+	{"control.ErrStopped", control.ErrStopped},
+	{"control.ErrUpgraded", control.ErrUpgraded},
+	{"control.ErrNotReady", control.ErrNotReady},
+	{"control.ErrChildFailed", control.ErrChildFailed},
+	{"errInProgress", errInProgress},
+	{"errNoHello", errNoHello},
+	{"context.DeadlineExceeded", context.DeadlineExceeded},
 }
 
 func observe(err error) observation {
 	if err == nil {
 		return observation{Nil: true}
 	}
-	return observation{Err: err.Error(), Type: fmt.Sprintf("%T", err), Chained: errors.Unwrap(err) != nil}
+	obs := observation{Err: err.Error(), Type: fmt.Sprintf("%T", err), Chained: errors.Unwrap(err) != nil}
+	for _, e := range contractErrors {
+		if errors.Is(err, e.err) {
+			obs.Is = append(obs.Is, e.name)
+		}
+	}
+	if ce := (*control.ChildError)(nil); errors.As(err, &ce) {
+		obs.Child = &childOutcome{Reason: ce.Reason, PID: ce.PID, ExitStatus: ce.ExitStatus, Signal: ce.Signal, Timeout: ce.Timeout}
+		if ce.Err != nil {
+			obs.Child.Err = ce.Err.Error()
+		}
+		if ce.PID > 0 {
+			obs.Gone = processGone(ce.PID)
+		}
+	}
+	return obs
+}
+
+// String says what the call returned, for messages.
+func (o observation) String() string {
+	if o.Nil {
+		return "no error"
+	}
+	return strconv.Quote(o.Err)
+}
+
+// processGone reports whether no process has the PID pid: kill(pid, 0)
+// fails with ESRCH only once it has exited and been reaped.
+func processGone(pid int) bool {
+	return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
 }
 
 func TestTableflipContract(t *testing.T) {
-	upgradeClass := func(err error) error { return classify(err, 0) }
-
 	t.Run("first generation", func(t *testing.T) {
 		t.Parallel()
 		rep := runContract(t, roleFirst, nil, nil)
-		t.Run(tfNotReady, func(t *testing.T) {
-			expectSentinel(t, rep, stepBeforeReady, tfNotReady, "upgrader.go:195", upgradeClass, control.ErrNotReady)
-		})
 		t.Run(tfSingleton, func(t *testing.T) {
 			expectSentinel(t, rep, stepNewAgain, tfSingleton, "upgrader.go:68", classifyNew, ErrSingleton)
 		})
-		t.Run(tfTerminating+" after Stop", func(t *testing.T) {
-			expectSentinel(t, rep, stepAfterStop, tfTerminating, "upgrader.go:186", upgradeClass, control.ErrStopped)
+		t.Run(stepBeforeReady, func(t *testing.T) {
+			expectRefused(t, rep, stepBeforeReady, "control.ErrNotReady")
 		})
-		// Once Stop has ended tableflip's loop, both stopC and exitC are
-		// closed, and Upgrade's select (upgrader.go:184-190) picks either
-		// at random: "terminating" or "already upgraded". Callers must
-		// remember that they stopped rather than trust the text. If this
-		// fails, tableflip has fixed that.
-		t.Run("quirk: after Stop, also "+tfUpgraded, func(t *testing.T) {
-			obs := rep[stepAfterStop]
-			if !slices.Equal(obs.Others, []string{tfUpgraded}) {
-				t.Errorf("%s, 64 times: also said %q, want only %q besides %q (upgrader.go:184-190)",
-					stepAfterStop, obs.Others, tfUpgraded, tfTerminating)
-			}
+		t.Run(stepAfterStop, func(t *testing.T) {
+			expectRefused(t, rep, stepAfterStop, "control.ErrStopped")
 		})
 	})
 
@@ -168,29 +238,34 @@ func TestTableflipContract(t *testing.T) {
 			contractArgv0Env + "=" + missing,
 			contractChildEnv + "=" + childExit0,
 		}, nil)
-		t.Run(tfStartFailedPrefix+"…", func(t *testing.T) {
-			ce := expectChild(t, rep, stepUpgrade, tfStartFailedPrefix+"…", "upgrader.go:250", 0,
-				control.ChildError{Reason: control.ReasonStartFailed})
-			if ce != nil && (ce.Err == nil || !strings.Contains(ce.Err.Error(), missing)) {
-				t.Errorf("ChildError.Err = %v, want the cause, naming %s", ce.Err, missing)
-			}
-		})
+		obs := rep[stepStart]
+		if obs.Child == nil || obs.Child.Reason != control.ReasonStartFailed || obs.Child.PID != 0 {
+			t.Fatalf("%s of a missing binary: %q (%s), want a *control.ChildError with ReasonStartFailed and no PID", stepStart, obs.Err, obs.Type)
+		}
+		if !strings.Contains(obs.Child.Err, missing) {
+			t.Errorf("ChildError.Err = %q, want the cause, naming %s", obs.Child.Err, missing)
+		}
+		if obs.PID != 0 {
+			t.Errorf("a process (pid %d) ran, from a missing binary", obs.PID)
+		}
 	})
 
 	failing := []struct {
-		name, child, form, where string
-		timeout                  time.Duration
-		want                     control.ChildError // PID filled in from the report
+		name, child string
+		timeout     time.Duration
+		want        control.ChildError // PID filled in from the report
 	}{
-		{"exits cleanly", childExit0, "child pid=N exited", "upgrader.go:261", contractRoleBound,
-			control.ChildError{Reason: control.ReasonExited}},
-		{"exits with status 3", childExit3, "child pid=N exited: exit status 3", "upgrader.go:263", contractRoleBound,
-			control.ChildError{Reason: control.ReasonExited, ExitStatus: 3}},
-		{"killed", childKill, "child pid=N exited: signal: killed", "upgrader.go:263", contractRoleBound,
+		// A pure tableflip child says nothing on the side channel: what it
+		// wrote before it exited is only in the service's log (errNoHello).
+		{"exits cleanly", childExit0, contractRoleBound,
+			control.ChildError{Reason: control.ReasonExited, Err: errNoHello}},
+		{"exits with status 3", childExit3, contractRoleBound,
+			control.ChildError{Reason: control.ReasonExited, ExitStatus: 3, Err: errNoHello}},
+		{"killed", childKill, contractRoleBound,
 			control.ChildError{Reason: control.ReasonCrashed, Signal: syscall.SIGKILL}},
-		{"aborts", childAbort, "child pid=N exited: signal: " + syscall.SIGABRT.String(), "upgrader.go:263", contractRoleBound,
+		{"aborts", childAbort, contractRoleBound,
 			control.ChildError{Reason: control.ReasonCrashed, Signal: syscall.SIGABRT}},
-		{"never ready", childHang, "new child pid=N timed out", "upgrader.go:271", contractTimeout,
+		{"never ready", childHang, contractTimeout,
 			control.ChildError{Reason: control.ReasonTimedOut, Timeout: contractTimeout}},
 	}
 	for _, c := range failing {
@@ -200,35 +275,63 @@ func TestTableflipContract(t *testing.T) {
 				contractTimeoutEnv + "=" + c.timeout.String(),
 				contractChildEnv + "=" + c.child,
 			}, nil)
-			t.Run(c.form, func(t *testing.T) {
-				expectChild(t, rep, stepUpgrade, c.form, c.where, c.timeout, c.want)
-			})
+			expectChildFailed(t, rep, stepStart, c.want)
 		})
 	}
 
 	t.Run("upgrade in progress", func(t *testing.T) {
 		t.Parallel()
-		rep := runContract(t, roleBusy, []string{contractChildEnv + "=" + childHang}, nil)
-		t.Run(tfInProgress, func(t *testing.T) {
-			expectSentinel(t, rep, stepSecond, tfInProgress, "upgrader.go:257", upgradeClass, errInProgress)
+		rep := runContract(t, roleBusy, nil, nil)
+		t.Run(stepSecond, func(t *testing.T) {
+			expectRefused(t, rep, stepSecond, "errInProgress")
 		})
-		t.Run(tfTerminating+" during an upgrade", func(t *testing.T) {
-			expectSentinel(t, rep, stepStopDuring, tfTerminating, "upgrader.go:267", upgradeClass, control.ErrStopped)
+		t.Run(stepStopDuring, func(t *testing.T) {
+			obs := expectRefused(t, rep, stepStopDuring, "control.ErrStopped")
+			if obs.PID == 0 {
+				t.Fatalf("the child that never gets ready did not report its PID")
+			}
+			if !obs.Gone {
+				t.Errorf("its child, pid %d, was not reaped when Start returned", obs.PID)
+			}
 		})
 	})
 
 	t.Run("successful upgrade", func(t *testing.T) {
 		t.Parallel()
-		rep := runContract(t, roleSuccess, []string{contractChildEnv + "=" + childUpgrade}, nil)
-		if obs := rep[stepUpgrade]; !obs.Nil {
-			t.Fatalf("%s: %q, want success", stepUpgrade, obs.Err)
+		childReport := filepath.Join(t.TempDir(), "child.json")
+		rep := runContract(t, roleSuccess, []string{contractChildReportEnv + "=" + childReport}, nil)
+		obs := rep[stepStart]
+		if !obs.Nil || obs.Started == nil {
+			t.Fatalf("%s: %q, want success", stepStart, obs.Err)
 		}
-		t.Run(tfUpgraded, func(t *testing.T) {
-			expectSentinel(t, rep, stepAfterSuccess, tfUpgraded, "upgrader.go:188", upgradeClass, control.ErrUpgraded)
+		c := obs.Started
+		if c.PID == 0 || c.PID != obs.PID {
+			t.Errorf("Child.PID = %d, want %d, the PID the new generation reported", c.PID, obs.PID)
+		}
+		if c.Version != 0 {
+			t.Errorf("Child.Version = %d, want 0 (a tableflip child says no hello)", c.Version)
+		}
+		if served := rep[stepServed]; served.Text != fmt.Sprintf("served by %d", obs.PID) {
+			t.Errorf("%s: %q (%s), want an answer from the new generation, pid %d", stepServed, served.Text, served.Err, obs.PID)
+		}
+		t.Run(stepAfterSuccess, func(t *testing.T) {
+			expectRefused(t, rep, stepAfterSuccess, "control.ErrUpgraded")
 		})
-		t.Run(tfParentNotExited, func(t *testing.T) {
-			expectSentinel(t, rep, stepChildEarly, tfParentNotExited, "upgrader.go:228", upgradeClass, errParentNotExited)
+		t.Run("WaitForParent", func(t *testing.T) {
+			var cr childServeReport
+			readJSON(t, childReport, &cr)
+			if !slices.Equal(cr.Early.Is, []string{"context.DeadlineExceeded"}) {
+				t.Errorf("WaitForParent while the parent runs, bounded by %v: %v, want context.DeadlineExceeded", contractEarlyWait, cr.Early)
+			}
+			if !cr.Wait.Nil {
+				t.Fatalf("WaitForParent after the parent's exit: %v", cr.Wait)
+			}
+			exit := rep[stepExit].At
+			if exit.IsZero() || cr.Wait.At.Before(exit) {
+				t.Errorf("WaitForParent returned at %v, before the parent's last step at %v", cr.Wait.At, exit)
+			}
 		})
+		waitExited(t, obs.PID)
 	})
 
 	t.Run("marker without descriptors", func(t *testing.T) {
@@ -277,175 +380,238 @@ func TestTableflipContract(t *testing.T) {
 }
 
 // runContract runs role with extra environment (and prep's changes to its
-// command) and returns its report.
+// command) and returns its report. The role's output, and its children's,
+// goes to a file (a new generation that outlives the role holds it open,
+// and Wait would wait for a pipe), which is logged if the test fails.
 func runContract(t *testing.T, role string, extra []string, prep func(*exec.Cmd)) contractReport {
 	t.Helper()
-	report := filepath.Join(t.TempDir(), "report.json")
+	dir := t.TempDir()
+	report := filepath.Join(dir, "report.json")
+	out, err := os.Create(filepath.Join(dir, "output"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), contractRoleBound)
 	defer cancel()
 	cmd := roleCmd(ctx, role, slices.Concat(extra, []string{contractReportEnv + "=" + report})...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Stdout, cmd.Stderr = out, out
 	if prep != nil {
 		prep(cmd)
 	}
+	// Registered after TempDir's: it runs before the file is removed.
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(out.Name())
+			t.Logf("the output of role %s, and its children's:\n%s", role, b)
+		}
+	})
 	start := time.Now()
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("role %s: %v (after %v); its output, and its children's:\n%s", role, err, time.Since(start), out.Bytes())
-	}
-	b, err := os.ReadFile(report)
-	if err != nil {
-		t.Fatalf("role %s wrote no report: %v; its output:\n%s", role, err, out.Bytes())
+		t.Fatalf("role %s: %v (after %v)", role, err, time.Since(start))
 	}
 	var rep contractReport
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatalf("role %s: report %s: %v", role, b, err)
+	if _, err := os.Stat(report); err != nil {
+		t.Fatalf("role %s wrote no report: %v", role, err)
 	}
+	readJSON(t, report, &rep)
 	return rep
+}
+
+// readJSON decodes the file at path into v, waiting up to
+// contractWaitBound for it to appear (a new generation that outlives its
+// parent writes its report after the parent's exit).
+func readJSON(t *testing.T, path string, v any) {
+	t.Helper()
+	var (
+		b   []byte
+		err error
+	)
+	for end := time.Now().Add(contractWaitBound); ; time.Sleep(10 * time.Millisecond) {
+		if b, err = os.ReadFile(path); err == nil || time.Now().After(end) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("no report after %v: %v", contractWaitBound, err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("report %s: %v", b, err)
+	}
+}
+
+// waitExited waits up to contractWaitBound until the process pid, a new
+// generation that outlived its parent, has exited. Whoever adopted it
+// reaps it, in its own time (a container's init may take a second or
+// two), so a zombie counts as exited.
+func waitExited(t *testing.T, pid int) {
+	t.Helper()
+	for end := time.Now().Add(contractWaitBound); !processGone(pid) && !zombie(pid); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Errorf("the new generation, pid %d, still runs %v after its parent's exit", pid, contractWaitBound)
+			return
+		}
+	}
+}
+
+// zombie reports whether pid has exited and awaits its reaping, as far as
+// /proc says (false where there is none).
+func zombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// "pid (comm) state …": comm may hold spaces and parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && bytes.HasPrefix(b[i+1:], []byte(" Z"))
 }
 
 // expectSentinel checks that step failed with text (written at where, in
 // tableflip v1.2.3), which class turns into want.
 func expectSentinel(t *testing.T, rep contractReport, step, text, where string, class func(error) error, want error) {
 	t.Helper()
-	obs := reported(t, rep, step, text, where)
+	obs := reported(t, rep, step)
+	if obs.Chained {
+		t.Errorf("%s: tableflip's %q (%s) now wraps a cause: its text is no longer all there is, and classifyNew could match the cause instead",
+			step, obs.Err, obs.Type)
+	}
 	got := class(errors.New(obs.Err))
 	if !errors.Is(got, want) {
-		t.Errorf("%s: classify expects tableflip to say %q here (v1.2.3: %s); it said %q, which is classified as %q, want %q",
+		t.Errorf("%s: classifyNew expects tableflip to say %q here (v1.2.3: %s); it said %q, which is classified as %q, want %q",
 			step, text, where, obs.Err, got, want)
 	}
 }
 
-// expectChild checks that step failed with a text of the form form
-// (written at where, in tableflip v1.2.3), which classify turns into a
-// *control.ChildError like want, with the PID the new generation reported.
-func expectChild(t *testing.T, rep contractReport, step, form, where string, timeout time.Duration, want control.ChildError) *control.ChildError {
+// expectRefused checks that step was refused with want (a name in
+// contractErrors) and nothing else, and returns its observation.
+func expectRefused(t *testing.T, rep contractReport, step, want string) observation {
 	t.Helper()
-	obs := reported(t, rep, step, form, where)
-	if want.Reason != control.ReasonStartFailed {
-		if obs.PID == 0 {
-			t.Fatalf("%s: the new generation did not report its PID; tableflip said %q", step, obs.Err)
-		}
-		want.PID = obs.PID
+	obs := reported(t, rep, step)
+	if !slices.Equal(obs.Is, []string{want}) || obs.Child != nil {
+		t.Errorf("%s: %q (%s), matching %q; want %s", step, obs.Err, obs.Type, obs.Is, want)
 	}
-	got := classify(errors.New(obs.Err), timeout)
-	var ce *control.ChildError
-	if !errors.As(got, &ce) || !errors.Is(got, control.ErrChildFailed) {
-		t.Errorf("%s: classify expects tableflip to say %q here (v1.2.3: %s); it said %q, which is classified as %q, not a *control.ChildError",
-			step, form, where, obs.Err, got)
-		return nil
-	}
-	if ce.Reason != want.Reason || ce.PID != want.PID || ce.ExitStatus != want.ExitStatus ||
-		ce.Signal != want.Signal || ce.Timeout != want.Timeout || (ce.Err != nil) != (want.Reason == control.ReasonStartFailed) {
-		t.Errorf("%s: tableflip said %q (classify expects %q here, v1.2.3: %s), classified as\n\t%s\nwant\n\t%s",
-			step, obs.Err, form, where, childFields(ce), childFields(&want))
-	}
-	return ce
+	return obs
 }
 
-// reported returns step's observation, which must be an error (classify
-// expects text, written at where in v1.2.3) whose text is all there is.
-func reported(t *testing.T, rep contractReport, step, text, where string) observation {
+// expectChildFailed checks that step failed with a *control.ChildError
+// like want, with the PID the new generation reported, and that the
+// process was reaped by the time Start returned.
+func expectChildFailed(t *testing.T, rep contractReport, step string, want control.ChildError) {
+	t.Helper()
+	obs := reported(t, rep, step)
+	if obs.PID == 0 {
+		t.Fatalf("%s: the new generation did not report its PID; Start returned %q", step, obs.Err)
+	}
+	want.PID = obs.PID
+	if obs.Child == nil || !slices.Contains(obs.Is, "control.ErrChildFailed") {
+		t.Fatalf("%s: %q (%s), not a *control.ChildError", step, obs.Err, obs.Type)
+	}
+	wantErr := ""
+	if want.Err != nil {
+		wantErr = want.Err.Error()
+	}
+	got := *obs.Child
+	if got.Reason != want.Reason || got.PID != want.PID || got.ExitStatus != want.ExitStatus ||
+		got.Signal != want.Signal || got.Timeout != want.Timeout || got.Err != wantErr {
+		t.Errorf("%s: %q, that is\n\t%s\nwant\n\t%s", step, obs.Err, outcomeFields(got), outcomeFields(childOutcome{
+			Reason: want.Reason, PID: want.PID, ExitStatus: want.ExitStatus, Signal: want.Signal, Timeout: want.Timeout, Err: wantErr}))
+	}
+	if !obs.Gone {
+		t.Errorf("%s: the new generation, pid %d, was not reaped when Start returned", step, obs.PID)
+	}
+}
+
+func outcomeFields(c childOutcome) string {
+	return fmt.Sprintf("Reason %v, PID %d, ExitStatus %d, Signal %d (%v), Timeout %v, Err %q",
+		c.Reason, c.PID, c.ExitStatus, int(c.Signal), c.Signal, c.Timeout, c.Err)
+}
+
+// reported returns step's observation, which must be an error.
+func reported(t *testing.T, rep contractReport, step string) observation {
 	t.Helper()
 	obs, ok := rep[step]
 	if !ok {
 		t.Fatalf("no report of %q", step)
 	}
 	if obs.Nil {
-		t.Fatalf("%s: no error, where classify expects tableflip to say %q (v1.2.3: %s)", step, text, where)
-	}
-	if obs.Chained {
-		t.Errorf("%s: tableflip's %q (%s) now wraps a cause: its text is no longer all there is, and classify could match the cause instead",
-			step, obs.Err, obs.Type)
+		t.Fatalf("%s: no error", step)
 	}
 	return obs
 }
 
 // The roles.
 
-// contractFirst is a first generation that never upgrades: Upgrade before
-// Ready, a second tableflip.New, Upgrade after Stop (64 times, for the
-// texts Upgrade picks between at random).
+// contractFirst is a first generation that starts no other: a second
+// tableflip.New, Start before Ready, Start after Stop.
 func contractFirst() int {
-	upg, err := tableflip.New(tableflip.Options{})
+	h, err := New(Options{})
 	if err != nil {
-		return roleFail("tableflip.New: %v", err)
+		return roleFail("New: %v", err)
+	}
+	defer h.Close()
+	// Should a Start start something after all, it just exits.
+	if err := parentOf(childExit0); err != nil {
+		return roleFail("%v", err)
 	}
 	rep := contractReport{}
 	_, err = tableflip.New(tableflip.Options{})
 	rep[stepNewAgain] = observe(err)
-	rep[stepBeforeReady] = observe(upg.Upgrade())
-	if err := upg.Ready(); err != nil {
+	_, err = h.Start()
+	rep[stepBeforeReady] = observe(err)
+	if err := h.Ready(); err != nil {
 		return roleFail("Ready: %v", err)
 	}
-	upg.Stop()
-	select {
-	case <-upg.Exit():
-	case <-time.After(contractWaitBound):
-		return roleFail("Exit not closed %v after Stop", contractWaitBound)
-	}
-	var obs observation
-	seen := map[string]bool{}
-	for i := range 64 {
-		o := observe(upg.Upgrade())
-		if i == 0 || (o.Err == tfTerminating && obs.Err != tfTerminating) {
-			obs = o
-		}
-		seen[o.Err] = true
-	}
-	for text := range seen {
-		if text != obs.Err {
-			obs.Others = append(obs.Others, text)
-		}
-	}
-	slices.Sort(obs.Others)
-	rep[stepAfterStop] = obs
+	h.Stop()
+	_, err = h.Start()
+	rep[stepAfterStop] = observe(err)
 	return writeReport(rep)
 }
 
-// contractUpgrade is a first generation that upgrades once, to a child
-// that fails (contractChildEnv), or from a missing binary
-// (contractArgv0Env).
+// contractUpgrade is a first generation that starts one, a child that
+// fails (contractChildEnv), or a missing binary (contractArgv0Env).
 func contractUpgrade() int {
 	timeout, err := time.ParseDuration(os.Getenv(contractTimeoutEnv))
 	if err != nil {
 		return roleFail("%s: %v", contractTimeoutEnv, err)
 	}
-	upg, err := readyUpgrader(timeout)
+	h, err := readyParent(timeout, os.Getenv(contractChildEnv))
 	if err != nil {
 		return roleFail("%v", err)
 	}
+	defer h.Close()
 	if p := os.Getenv(contractArgv0Env); p != "" {
-		os.Args[0] = p // what tableflip executes (child.go:53)
+		os.Args[0] = p // what Start executes (spawn.go)
 	}
 	p, err := openChildPipe()
 	if err != nil {
 		return roleFail("%v", err)
 	}
-	obs := observe(upgradeAfterReady(upg))
-	child, err := p.finish()
-	if err != nil {
-		return roleFail("after Upgrade (%q): %v", obs.Err, err)
+	_, err = h.Start()
+	obs := observe(err)
+	if obs.PID, err = p.finish(); err != nil {
+		return roleFail("after Start (%q): %v", obs.Err, err)
 	}
-	obs.PID = child.pid
-	return writeReport(contractReport{stepUpgrade: obs})
+	return writeReport(contractReport{stepStart: obs})
 }
 
-// contractBusy calls Upgrade while an Upgrade waits for a child that
-// never gets ready, then stops the first with Stop.
+// contractBusy calls Start while a Start waits for a child that never
+// gets ready, then stops the first with Stop.
 func contractBusy() int {
-	upg, err := readyUpgrader(contractRoleBound)
+	h, err := readyParent(contractRoleBound, childHang)
 	if err != nil {
 		return roleFail("%v", err)
 	}
+	defer h.Close()
 	p, err := openChildPipe()
 	if err != nil {
 		return roleFail("%v", err)
 	}
 	first := make(chan error, 1)
-	go func() { first <- upgradeAfterReady(upg) }()
-	// Once the child runs, tableflip is in doUpgrade's loop, which is
-	// what answers a second Upgrade.
+	go func() {
+		_, err := h.Start()
+		first <- err
+	}()
+	// Once the child runs, the first Start waits for it.
 	started := make(chan error, 1)
 	go func() {
 		_, err := p.line()
@@ -457,16 +623,23 @@ func contractBusy() int {
 			return roleFail("waiting for the child to start: %v", err)
 		}
 	case err := <-first:
-		return roleFail("Upgrade returned before the child started: %v", err)
+		return roleFail("Start returned before the child started: %v", err)
+	}
+	pid, err := p.pid()
+	if err != nil {
+		return roleFail("%v", err)
 	}
 	rep := contractReport{}
-	rep[stepSecond] = observe(upg.Upgrade())
-	upg.Stop()
+	_, err = h.Start()
+	rep[stepSecond] = observe(err)
+	h.Stop()
 	select {
 	case err := <-first:
-		rep[stepStopDuring] = observe(err)
+		obs := observe(err)
+		obs.PID, obs.Gone = pid, processGone(pid)
+		rep[stepStopDuring] = obs
 	case <-time.After(contractWaitBound):
-		return roleFail("Upgrade still running %v after Stop", contractWaitBound)
+		return roleFail("Start still running %v after Stop", contractWaitBound)
 	}
 	if _, err := p.finish(); err != nil {
 		return roleFail("%v", err)
@@ -474,34 +647,71 @@ func contractBusy() int {
 	return writeReport(rep)
 }
 
-// contractSuccess upgrades to a child that gets ready and then calls
-// Upgrade itself while this process, its parent, still runs; then it calls
-// Upgrade again.
+// contractSuccess hands a listener to a child that gets ready, has it
+// answer a connection, calls Start again, and exits: the child's
+// WaitForParent returns only then.
 func contractSuccess() int {
-	upg, err := readyUpgrader(contractRoleBound)
+	h, err := readyParent(contractRoleBound, childReady)
 	if err != nil {
 		return roleFail("%v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return roleFail("%v", err)
+	}
+	if err := h.AddListener(contractListener, ln); err != nil {
+		return roleFail("AddListener: %v", err)
 	}
 	p, err := openChildPipe()
 	if err != nil {
 		return roleFail("%v", err)
 	}
 	rep := contractReport{}
-	err = upgradeAfterReady(upg)
-	rep[stepUpgrade] = observe(err)
-	if err == nil {
-		rep[stepAfterSuccess] = observe(upg.Upgrade())
-	}
-	// The child exits once it has reported; this process's tableflip
-	// reaps it.
-	child, err := p.finish()
+	c, err := h.Start()
+	obs := observe(err)
 	if err != nil {
+		if obs.PID, err = p.finish(); err != nil {
+			return roleFail("after Start (%q): %v", obs.Err, err)
+		}
+		rep[stepStart] = obs
+		return writeReport(rep)
+	}
+	obs.Started = &startedChild{PID: c.PID, Version: c.Version}
+	// The child reported its PID before it was ready; it writes nothing
+	// else there, so the pipe is put away now (its read end stays open
+	// until this process exits).
+	os.Stdout = p.saved
+	p.w.Close()
+	if _, err := p.line(); err != nil {
+		return roleFail("the child's PID: %v", err)
+	}
+	if obs.PID, err = p.pid(); err != nil {
 		return roleFail("%v", err)
 	}
-	if child.obs != nil {
-		rep[stepChildEarly] = *child.obs
-	}
+	rep[stepStart] = obs
+	// As a drain would: from now on only the child accepts.
+	ln.Close()
+	text, err := askListener(ln.Addr().String())
+	rep[stepServed] = observation{Nil: err == nil, Err: fmt.Sprint(err), Text: text}
+	_, err = h.Start()
+	rep[stepAfterSuccess] = observe(err)
+	// Close leaves the new generation its end of the names pipe: that
+	// it reaches EOF only at this process's exit is what is tested.
+	h.Close()
+	rep[stepExit] = observation{Nil: true, At: time.Now()}
 	return writeReport(rep)
+}
+
+// askListener connects to addr and returns the line it answers.
+func askListener(addr string) (string, error) {
+	conn, err := net.DialTimeout("tcp", addr, contractWaitBound)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(contractWaitBound))
+	b, err := io.ReadAll(conn)
+	return strings.TrimSpace(string(b)), err
 }
 
 // contractNew calls tableflip.New, in whatever environment and with
@@ -512,8 +722,9 @@ func contractNew() int {
 	return writeReport(contractReport{stepGetwd: observe(wdErr), stepNew: observe(err)})
 }
 
-// contractChild is the new generation of the roles that upgrade. It
-// reports its PID first, so that its parent learns it however it ends.
+// contractChild is the new generation of the roles that start one: pure
+// tableflip, as the child end of every release of hitless is. It reports
+// its PID first, so that its parent learns it however it ends.
 func contractChild() int {
 	fmt.Printf("pid %d\n", os.Getpid())
 	upg, err := tableflip.New(tableflip.Options{})
@@ -534,8 +745,7 @@ func contractChild() int {
 			return roleFail("child: kill: %v", err)
 		}
 	case childAbort:
-		// No core file: it would be slow and big, and the text would end
-		// in " (core dumped)" (classify_test.go has that).
+		// No core file: it would be slow and big.
 		if err := syscall.Setrlimit(syscall.RLIMIT_CORE, &syscall.Rlimit{}); err != nil {
 			return roleFail("child: RLIMIT_CORE: %v", err)
 		}
@@ -547,8 +757,8 @@ func contractChild() int {
 		defer cancel()
 		_ = upg.WaitForParent(ctx)
 		return 0
-	case childUpgrade:
-		return childUpgradesEarly(upg)
+	case childReady:
+		return childServes(upg)
 	default:
 		return roleFail("child: %s=%q", contractChildEnv, how)
 	}
@@ -557,52 +767,84 @@ func contractChild() int {
 	return roleFail("child: still alive %v after %s", contractWaitBound, how)
 }
 
-// childUpgradesEarly gets ready, calls Upgrade while its parent still
-// runs, and reports what it returned.
-func childUpgradesEarly(upg *tableflip.Upgrader) int {
+// childServeReport is what childServes saw.
+type childServeReport struct {
+	// Early is WaitForParent bounded by contractEarlyWait, while the
+	// parent waits for this child's answer.
+	Early observation `json:"early"`
+	// Wait is WaitForParent bounded by contractWaitBound, after the
+	// answer; At is when it returned.
+	Wait observation `json:"wait"`
+}
+
+// childServes takes the listener handed over, gets ready, answers one
+// connection once WaitForParent has timed out, waits for its parent to
+// exit, and writes what it saw to the file contractChildReportEnv names.
+// It writes nothing on its stdout, its parent's pipe, which has no reader
+// once the parent exits.
+func childServes(upg *tableflip.Upgrader) int {
+	ln, err := upg.Fds.Listener(listenerNetwork, contractListener)
+	if err != nil || ln == nil {
+		return roleFail("child: listener %q: %v, %v", contractListener, ln, err)
+	}
+	defer ln.Close()
 	if err := upg.Ready(); err != nil {
 		return roleFail("child: Ready: %v", err)
 	}
-	// Were tableflip to start a generation after all, it would just exit.
-	os.Setenv(contractChildEnv, childExit0)
-	b, merr := json.Marshal(observe(upgradeAfterReady(upg)))
-	if merr != nil {
-		return roleFail("child: %v", merr)
+	tl, ok := ln.(*net.TCPListener)
+	if !ok {
+		return roleFail("child: listener %q is a %T", contractListener, ln)
 	}
-	fmt.Printf("obs %s\n", b)
+	tl.SetDeadline(time.Now().Add(contractWaitBound))
+	conn, err := tl.Accept()
+	if err != nil {
+		return roleFail("child: Accept: %v", err)
+	}
+	var rep childServeReport
+	ctx, cancel := context.WithTimeout(context.Background(), contractEarlyWait)
+	rep.Early = observe(upg.WaitForParent(ctx))
+	cancel()
+	fmt.Fprintf(conn, "served by %d\n", os.Getpid())
+	conn.Close()
+	ctx, cancel = context.WithTimeout(context.Background(), contractWaitBound)
+	defer cancel()
+	rep.Wait = observe(upg.WaitForParent(ctx))
+	rep.Wait.At = time.Now()
+	b, err := json.Marshal(rep)
+	if err != nil {
+		return roleFail("child: %v", err)
+	}
+	if err := os.WriteFile(os.Getenv(contractChildReportEnv), b, 0o600); err != nil {
+		return roleFail("child: %v", err)
+	}
 	return 0
 }
 
-// upgradeAfterReady calls Upgrade until it says something other than "not
-// ready". Ready closes tableflip's ready channel, but tableflip's loop may
-// take an Upgrade request before it notices, and refuse it (its select
-// picks at random among ready cases, upgrader.go:210-221); nothing is
-// started then.
-func upgradeAfterReady(upg *tableflip.Upgrader) error {
-	var err error
-	for range 1000 {
-		if err = upg.Upgrade(); err == nil || err.Error() != tfNotReady {
-			break
-		}
+// parentOf makes the generations this process starts play contractChild,
+// behaving as child says (Start copies the environment, spawn.go).
+func parentOf(child string) error {
+	if err := os.Setenv(roleEnv, roleChild); err != nil {
+		return err
 	}
-	return err
+	return os.Setenv(contractChildEnv, child)
 }
 
-// readyUpgrader makes this process's tableflip.Upgrader, ready to upgrade
-// to contractChild.
-func readyUpgrader(timeout time.Duration) (*tableflip.Upgrader, error) {
-	upg, err := tableflip.New(tableflip.Options{UpgradeTimeout: timeout})
+// readyParent makes this process's Handoff, ready to start contractChild
+// behaving as child says, with timeout as its ReadyTimeout.
+func readyParent(timeout time.Duration, child string) (*Handoff, error) {
+	h, err := New(Options{ReadyTimeout: timeout})
 	if err != nil {
-		return nil, fmt.Errorf("tableflip.New: %w", err)
+		return nil, fmt.Errorf("New: %w", err)
 	}
-	if err := upg.Ready(); err != nil {
+	if err := h.Ready(); err != nil {
+		h.Close()
 		return nil, fmt.Errorf("Ready: %w", err)
 	}
-	// tableflip copies the environment to the child (child.go:43-51).
-	if err := os.Setenv(roleEnv, roleChild); err != nil {
+	if err := parentOf(child); err != nil {
+		h.Close()
 		return nil, err
 	}
-	return upg, nil
+	return h, nil
 }
 
 func writeReport(rep contractReport) int {
@@ -622,18 +864,12 @@ func roleFail(format string, args ...any) int {
 }
 
 // childPipe is what the next generation gets as its stdout, for it to
-// report on: tableflip hands it this process's os.Stdout at fork time
-// (child.go:34), so os.Stdout is a pipe while one may be started.
+// report on: Start hands it this process's os.Stdout (spawn.go), so
+// os.Stdout is a pipe while one may be started.
 type childPipe struct {
 	saved, r, w *os.File
 	br          *bufio.Reader
 	lines       []string
-}
-
-// childReport is what a child generation wrote on its stdout.
-type childReport struct {
-	pid int
-	obs *observation
 }
 
 func openChildPipe() (*childPipe, error) {
@@ -659,10 +895,23 @@ func (p *childPipe) line() (string, error) {
 	return s, err
 }
 
+// pid returns the PID the child reported in the first line read.
+func (p *childPipe) pid() (int, error) {
+	if len(p.lines) == 0 {
+		return 0, errors.New("the child reported nothing")
+	}
+	arg, ok := strings.CutPrefix(p.lines[0], "pid ")
+	pid, err := strconv.Atoi(arg)
+	if !ok || err != nil {
+		return 0, fmt.Errorf("child report %q: not a PID", p.lines[0])
+	}
+	return pid, nil
+}
+
 // finish puts os.Stdout back, reads what the children wrote until the last
-// of them has exited (EOF: nothing else holds the write end; tableflip
-// does not keep a copy), and waits until the child it names is reaped.
-func (p *childPipe) finish() (childReport, error) {
+// of them has exited (EOF: nothing else holds the write end; Start does
+// not keep a copy), and returns the PID reported, or 0 if none was.
+func (p *childPipe) finish() (int, error) {
 	os.Stdout = p.saved
 	p.w.Close()
 	defer p.r.Close()
@@ -672,50 +921,11 @@ func (p *childPipe) finish() (childReport, error) {
 			break
 		}
 		if err != nil {
-			return childReport{}, fmt.Errorf("reading the child's reports: %w (so far: %q)", err, p.lines)
+			return 0, fmt.Errorf("reading the child's reports: %w (so far: %q)", err, p.lines)
 		}
 	}
-	var rep childReport
-	for _, l := range p.lines {
-		kind, arg, _ := strings.Cut(l, " ")
-		switch kind {
-		case "pid":
-			pid, err := strconv.Atoi(arg)
-			if err != nil {
-				return rep, fmt.Errorf("child report %q: %w", l, err)
-			}
-			rep.pid = pid
-		case "obs":
-			rep.obs = new(observation)
-			if err := json.Unmarshal([]byte(arg), rep.obs); err != nil {
-				return rep, fmt.Errorf("child report %q: %w", l, err)
-			}
-		}
+	if len(p.lines) == 0 {
+		return 0, nil
 	}
-	if rep.pid != 0 {
-		if err := waitReaped(rep.pid); err != nil {
-			return rep, err
-		}
-	}
-	return rep, nil
-}
-
-// waitReaped waits until pid, a child of this process, has been reaped,
-// so that no zombie outlives this process (its new parent might not reap
-// it). tableflip waits for its children in a goroutine of its own
-// (child.go:89-95) and tells nobody when it has reaped one it killed, so
-// this polls: kill(pid, 0) fails with ESRCH only once the process is
-// reaped (a zombie still answers it).
-func waitReaped(pid int) error {
-	deadline := time.Now().Add(contractWaitBound)
-	for {
-		err := syscall.Kill(pid, 0)
-		if errors.Is(err, syscall.ESRCH) {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("child %d not reaped after %v (kill: %v)", pid, contractWaitBound, err)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	return p.pid()
 }

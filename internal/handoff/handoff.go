@@ -4,13 +4,16 @@
 // the two speak the same handoff version, and, if it fails before it is
 // ready, the last lines it wrote to stderr.
 //
-// It is the only package that knows tableflip (github.com/cloudflare/tableflip),
-// which does the fork, exec and descriptor passing, and everything about
-// it that is awkward: its error texts (classify.go), its one Upgrader per
-// process, the race between WaitForParent and its own loop, its
-// environment marker, descriptors 3 and 4 left inheritable in generation
-// 2 and later, two pipe ends dropped per failed start, and a relative
-// os.Args[0] after a chdir.
+// It is the only package that knows tableflip (github.com/cloudflare/tableflip).
+// Every generation uses tableflip's child end (New, Ready, WaitForParent,
+// the inherited descriptors); the parent's end, which starts the next
+// generation, this package speaks itself (spawn.go), so that a generation
+// can start new ones again after a take-back and keeps its own copies of
+// the sockets while it drains. It also handles everything about tableflip
+// that is awkward: the texts of its New (classify.go), its one Upgrader
+// per process, its environment marker, descriptors 3 and 4 left
+// inheritable in generation 2 and later, and a relative os.Args[0] after
+// a chdir.
 //
 // # The side channel
 //
@@ -177,7 +180,7 @@ type Handoff struct {
 
 // Child is a new generation that took over.
 type Child struct {
-	PID int // zero if it speaks handoff version 0
+	PID int // its process ID
 	// Version is the handoff version it speaks.
 	Version int
 	// Build is the build it runs, as it said; empty if it did not.
@@ -525,6 +528,14 @@ func (h *Handoff) Stop() {
 	h.tf.Stop()
 }
 
+// Stopped reports whether Stop was called: such a generation never takes
+// the service back.
+func (h *Handoff) Stopped() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.stopped
+}
+
 // Close stops (see Stop) and releases what the handoff holds: the links to
 // both neighbours and the goroutines that read them, its copies of the
 // sockets and of offered files, and what the previous generation handed
@@ -660,7 +671,10 @@ func (h *Handoff) start(rollback bool) (Child, error) {
 	}
 	hello := a.end(err != nil)
 	if err == nil {
-		return h.took(sp, l, hello), nil
+		a.mu.Lock()
+		left := a.leaving
+		a.mu.Unlock()
+		return h.took(sp, l, hello, left), nil
 	}
 	l.close()
 	var ce *control.ChildError
@@ -708,10 +722,13 @@ func (h *Handoff) spawn(side *os.File, exe *executable) (*spawned, error) {
 
 // took records the ready new generation sp, reached over l, as this
 // one's successor, and starts watching it.
-func (h *Handoff) took(sp *spawned, l *link, hello message) Child {
+func (h *Handoff) took(sp *spawned, l *link, hello message, left bool) Child {
 	s := &successor{
 		pid: sp.proc.Pid, proc: sp.proc, namesW: sp.namesW, exited: sp.exited,
 		died: make(chan struct{}), leaving: make(chan struct{}), read: make(chan struct{}),
+	}
+	if left {
+		close(s.leaving)
 	}
 	h.mu.Lock()
 	h.succ = s
@@ -735,16 +752,30 @@ func (h *Handoff) took(sp *spawned, l *link, hello message) Child {
 func (s *successor) watch(sp *spawned) {
 	<-sp.exited
 	s.state, s.waitErr = sp.state, sp.err
+	left := false
 	if s.link != nil {
-		// What it sent before it died is queued already, and the reader,
-		// blocked in a read, takes it at once: a few milliseconds are
-		// plenty, and the sockets wait meanwhile.
-		s.link.conn.SetReadDeadline(time.Now().Add(5 * time.Millisecond))
+		// Stop the reader, then take what it sent before it died, which
+		// is queued already: a read past its deadline fails without
+		// looking, so the queue is read here, without waiting.
+		s.link.conn.SetReadDeadline(time.Now())
+		<-s.read
+		for {
+			m, f, err := s.link.readNow()
+			if err != nil {
+				break
+			}
+			if f != nil {
+				f.Close()
+			}
+			left = left || m.Leaving
+		}
 	}
-	<-s.read
 	select {
 	case <-s.leaving:
+		left = true
 	default:
+	}
+	if !left {
 		close(s.died)
 	}
 }
@@ -755,6 +786,11 @@ func (h *Handoff) listenChild(s *successor) {
 	defer h.wg.Done()
 	defer close(s.read)
 	leaving := false
+	select {
+	case <-s.leaving:
+		leaving = true
+	default:
+	}
 	for {
 		m, f, err := s.link.read()
 		if err != nil {
@@ -806,7 +842,11 @@ func (h *Handoff) TakeBack(c Child) (string, error) {
 	case <-s.died:
 	default:
 		h.mu.Unlock()
-		return "", fmt.Errorf("handoff: TakeBack while generation %d (pid %d) still runs", h.generation+1, s.pid)
+		return "", fmt.Errorf("handoff: TakeBack of generation %d (pid %d), which has not died (it runs, or said it was leaving)", h.generation+1, s.pid)
+	}
+	if h.stopped {
+		h.mu.Unlock()
+		return "", errors.New("handoff: TakeBack after Stop")
 	}
 	h.succ, h.child, h.takenBack = nil, nil, true
 	h.mu.Unlock()

@@ -119,4 +119,24 @@ func attachedName(m message) string {
 	return "hitless-stderr"
 }
 
+// readNow is read for a message already queued: it fails at once when
+// there is none.
+func (l *link) readNow() (message, *os.File, error) {
+	buf, oob := make([]byte, maxMessage), make([]byte, 128)
+	n, oobn, err := recvNow(l.conn, buf, oob)
+	if err != nil {
+		return message{}, nil, err
+	}
+	var m message
+	jerr := json.Unmarshal(buf[:n], &m)
+	f, _ := parseRights(oob[:oobn], attachedName(m))
+	if jerr != nil {
+		if f != nil {
+			f.Close()
+		}
+		return message{}, nil, jerr
+	}
+	return m, f, nil
+}
+
 func (l *link) close() { l.conn.Close() }

@@ -4,6 +4,7 @@ package handoff
 
 import (
 	"errors"
+	"net"
 	"os"
 	"syscall"
 	"time"
@@ -27,3 +28,7 @@ func signaled(*os.ProcessState) (syscall.Signal, bool) { return 0, false }
 func signalName(s syscall.Signal) string               { return s.String() }
 
 func dupAbove(*os.File, int) (*os.File, error) { return nil, errUnsupported }
+
+func recvNow(*net.UnixConn, []byte, []byte) (int, int, error) { return 0, 0, errUnsupported }
+
+func ctl(*os.File, func(int)) {}

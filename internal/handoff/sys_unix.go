@@ -3,6 +3,7 @@
 package handoff
 
 import (
+	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -189,4 +190,19 @@ func dupAbove(f *os.File, minFD int) (*os.File, error) {
 		return nil, os.NewSyscallError("dup", derr)
 	}
 	return os.NewFile(uintptr(nfd), f.Name()), nil
+}
+
+// recvNow receives a datagram already queued on c, without waiting.
+func recvNow(c *net.UnixConn, buf, oob []byte) (n, oobn int, err error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return 0, 0, err
+	}
+	var rerr error
+	if err := raw.Control(func(fd uintptr) {
+		n, oobn, _, _, rerr = unix.Recvmsg(int(fd), buf, oob, unix.MSG_DONTWAIT)
+	}); err != nil {
+		return 0, 0, err
+	}
+	return n, oobn, rerr
 }
