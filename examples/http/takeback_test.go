@@ -209,10 +209,16 @@ func TestStopIsNotTakenBack(t *testing.T) {
 			if err := pollUntil(2*time.Second, func() bool { return heldConns(old, s.addr)[anchor.port] }); err != nil {
 				t.Fatalf("the long request was not accepted: %v", err)
 			}
-			if _, err := s.Upgrade(ctx); err != nil {
-				t.Fatal(err)
+			// SIGHUP, not s.Upgrade, which waits for the old generation
+			// to exit: this must happen while it drains.
+			syscall.Kill(old, syscall.SIGHUP)
+			if err := pollUntil(5*time.Second, func() bool { return s.PID() != old }); err != nil {
+				t.Fatalf("no new generation: %v", err)
 			}
 			next := s.PID()
+			if !alive(old) {
+				t.Fatalf("the old generation %d is gone already; its drain should take 1.5 s", old)
+			}
 			c.stop(t, old, next)
 			if err := anchor.wait(5 * time.Second); err != nil {
 				t.Errorf("the long request on the old generation: %v", err)
