@@ -243,7 +243,7 @@ func (c Client) read(ctx context.Context, conn net.Conn, req ctlproto.Request, w
 	// Even when the write failed, the service may have answered (a
 	// refusal is written before the request is read); its answer says
 	// more than the write error.
-	line, err := bufio.NewReaderSize(conn, ctlproto.MaxMessage).ReadSlice('\n')
+	line, err := bufio.NewReaderSize(conn, ctlproto.MaxResponse).ReadSlice('\n')
 	switch {
 	case err == nil:
 		resp, err := ctlproto.ParseResponse(line)
@@ -258,7 +258,7 @@ func (c Client) read(ctx context.Context, conn net.Conn, req ctlproto.Request, w
 	case werr != nil:
 		return ctlproto.Response{}, fmt.Errorf("control: sending %s: %w", req.Verb, werr)
 	case errors.Is(err, bufio.ErrBufferFull):
-		return ctlproto.Response{}, fmt.Errorf("control: the answer to %s is longer than %d bytes", req.Verb, ctlproto.MaxMessage)
+		return ctlproto.Response{}, fmt.Errorf("control: the answer to %s is longer than %d bytes", req.Verb, ctlproto.MaxResponse)
 	}
 	return ctlproto.Response{}, fmt.Errorf("control: reading the answer to %s: %w", req.Verb, err)
 }

@@ -190,4 +190,14 @@ type Status struct {
 	// BackoffUntil is set while upgrade requests are refused after
 	// repeated failures.
 	BackoffUntil time.Time
+	// Version is the build this generation runs
+	// (upgrade.Options.Version, or what its build information says).
+	Version string
+	// History is the service's last upgrades (upgrade.Options.HistoryLen
+	// of them), oldest first, handed from generation to generation; the
+	// last may be in progress.
+	History []Upgrade
+	// Totals counts upgrades and drains since the service started, across
+	// every generation.
+	Totals Totals
 }

@@ -9,9 +9,10 @@ import (
 
 // MarshalJSON encodes s the way the control socket sends it and
 // `hitless status -json` prints it: an object with the keys pid,
-// generation, state, last_upgrade, last_upgrade_at, consecutive_failures
-// and backoff_until, times in RFC 3339, and every field that is zero left
-// out. The schema is documented in cmd/hitless and only grows.
+// generation, state, last_upgrade, last_upgrade_at, consecutive_failures,
+// backoff_until, version, history and totals, times in RFC 3339,
+// durations in nanoseconds, and every field that is zero left out. The
+// schema (StatusSchema) is documented in cmd/hitless and only grows.
 func (s Status) MarshalJSON() ([]byte, error) { return json.Marshal(toWire(s)) }
 
 // UnmarshalJSON decodes what MarshalJSON encodes. Unknown keys are ignored;

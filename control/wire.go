@@ -187,18 +187,23 @@ func (e *remoteError) Unwrap() error { return e.base }
 func toWire(st Status) ctlproto.Status {
 	return ctlproto.Status{PID: st.PID, Generation: st.Generation, State: string(st.State),
 		LastUpgrade: st.LastUpgrade, LastUpgradeAt: formatTime(st.LastUpgradeAt),
-		Failures: st.Failures, BackoffUntil: formatTime(st.BackoffUntil)}
+		Failures: st.Failures, BackoffUntil: formatTime(st.BackoffUntil),
+		Version: st.Version, History: historyToWire(st.History), Totals: totalsToWire(st.Totals)}
 }
 
 func fromWire(w ctlproto.Status) (Status, error) {
 	st := Status{PID: w.PID, Generation: w.Generation, State: State(w.State),
-		LastUpgrade: w.LastUpgrade, Failures: w.Failures}
+		LastUpgrade: w.LastUpgrade, Failures: w.Failures,
+		Version: w.Version, Totals: totalsFromWire(w.Totals)}
 	var err error
 	if st.LastUpgradeAt, err = parseTime(w.LastUpgradeAt); err != nil {
 		return Status{}, fmt.Errorf("last_upgrade_at: %w", err)
 	}
 	if st.BackoffUntil, err = parseTime(w.BackoffUntil); err != nil {
 		return Status{}, fmt.Errorf("backoff_until: %w", err)
+	}
+	if st.History, err = historyFromWire(w.History); err != nil {
+		return Status{}, err
 	}
 	return st, nil
 }

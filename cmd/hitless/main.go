@@ -5,13 +5,18 @@
 //	hitless reload -socket /run/app/control.sock [-timeout 2m] [-hurry]
 //	hitless stop   -socket /run/app/control.sock [-timeout 2m]
 //	hitless status -socket /run/app/control.sock [-timeout 2m] [-json]
+//	hitless status -schema
 //
 // reload exits 0 only when the new generation is ready and serving;
 // otherwise it prints why (crashed, exited with status N, not ready in
 // time, pre-flight check failed, binary missing or not executable, backing
 // off) and exits 1. -hurry asks a generation that still drains to cut its
 // drain short. stop drains the service and waits until its process is
-// gone. Any failure exits 1, usage errors exit 2. A request that reaches the
+// gone. status prints the serving generation, the totals since the
+// service started and the history of its last upgrades, a line each:
+// when it began, from → to (PID and version), the outcome, how long it
+// took, how long the old generation's drain took and the connections that
+// drain let end and cut. Any failure exits 1, usage errors exit 2. A request that reaches the
 // service only after -timeout is not carried out.
 //
 // The service must run as the same user as the command, or as root, or,
@@ -32,6 +37,28 @@
 //	last_upgrade_at       string  when that attempt ended
 //	consecutive_failures  number  failed upgrades in a row
 //	backoff_until         string  while upgrades are held back after repeated failures: until when
+//	version               string  the build this generation runs
+//	history               array   the last upgrades, oldest first (the last may be in progress)
+//	totals                object  counts since the service started, across every generation
+//
+// Each entry of history has these keys (durations in nanoseconds):
+//
+//	kind                  string  "upgrade"
+//	requested             string  when the first request it answered arrived
+//	started, finished     string  when the attempt began and ended
+//	from, to              object  the two generations: pid, generation, version
+//	outcome               string  "in progress", "ok", "failed", "taken back" or "canceled"
+//	reason                string  a failure's code ("exited", "crashed", "timed-out", ...), "died" for a take-back
+//	error                 string  what went wrong, in a line
+//	took_ns               number  from started to finished
+//	drained_at            string  when the old generation's drain ended
+//	drain_ns              number  how long that drain took
+//	drain_ended           number  connections it let end
+//	drain_cut             number  connections it cut
+//
+// totals has upgrades, failures, failures_by_reason (an object: reason →
+// count), take_backs, drain_ended and drain_cut. -schema prints the JSON
+// schema of all this (control.StatusSchema).
 //
 // For example:
 //
@@ -40,7 +67,24 @@
 //	  "generation": 4,
 //	  "state": "serving",
 //	  "last_upgrade": "ok",
-//	  "last_upgrade_at": "2026-12-01T10:00:00.123+01:00"
+//	  "last_upgrade_at": "2026-12-01T10:00:00.123+01:00",
+//	  "version": "v1.4.2",
+//	  "history": [
+//	    {
+//	      "kind": "upgrade",
+//	      "requested": "2026-12-01T10:00:00.001+01:00",
+//	      "started": "2026-12-01T10:00:00.001+01:00",
+//	      "finished": "2026-12-01T10:00:00.123+01:00",
+//	      "from": {"pid": 31390, "generation": 3, "version": "v1.4.1"},
+//	      "to": {"pid": 31395, "generation": 4, "version": "v1.4.2"},
+//	      "outcome": "ok",
+//	      "took_ns": 122000000,
+//	      "drained_at": "2026-12-01T10:00:01.500+01:00",
+//	      "drain_ns": 1377000000,
+//	      "drain_ended": 12
+//	    }
+//	  ],
+//	  "totals": {"upgrades": 3, "failures": 1, "failures_by_reason": {"exited": 1}, "drain_ended": 40}
 //	}
 package main
 
@@ -52,6 +96,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/hitlessgo/hitless/control"
@@ -63,6 +110,7 @@ const usage = `usage:
   hitless reload -socket PATH [-timeout D] [-hurry]
   hitless stop   -socket PATH [-timeout D]
   hitless status -socket PATH [-timeout D] [-json]
+  hitless status -schema
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -77,6 +125,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	timeout := fs.Duration("timeout", 2*time.Minute, "give up after this long")
 	hurry := fs.Bool("hurry", false, "reload: ask a generation that still drains to cut its drain short")
 	asJSON := fs.Bool("json", false, "status: print JSON")
+	schema := fs.Bool("schema", false, "status: print the JSON schema of -json's output and exit")
 	switch verb {
 	case "reload", "stop", "status":
 	case "-h", "-help", "--help", "help":
@@ -88,6 +137,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
+	}
+	if *schema && verb == "status" && *socket == "" && fs.NArg() == 0 {
+		stdout.Write(control.StatusSchema())
+		return 0
 	}
 	if *socket == "" || fs.NArg() > 0 || *timeout <= 0 {
 		fmt.Fprintf(stderr, "hitless %s: -socket is required, -timeout must be positive, and no other arguments are taken\n%s", verb, usage)
@@ -142,8 +195,67 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if !st.BackoffUntil.IsZero() {
 			fmt.Fprintf(stdout, "backing off after %d failed upgrades in a row, until %s\n", st.Failures, st.BackoffUntil.Format(time.RFC3339))
 		}
+		printHistory(stdout, st)
 	}
 	return 0
+}
+
+// printHistory prints st's version, totals and history for an operator.
+func printHistory(w io.Writer, st control.Status) {
+	if st.Version != "" {
+		fmt.Fprintf(w, "version %s\n", st.Version)
+	}
+	t := st.Totals
+	if t.Upgrades+t.Failures+t.TakeBacks+t.DrainEnded+t.DrainCut > 0 {
+		failures := fmt.Sprint(t.Failures, " failed")
+		if len(t.FailuresByReason) > 0 {
+			var by []string
+			for reason, n := range t.FailuresByReason {
+				by = append(by, fmt.Sprintf("%s %d", reason, n))
+			}
+			sort.Strings(by)
+			failures += " (" + strings.Join(by, ", ") + ")"
+		}
+		fmt.Fprintf(w, "since the service started: %d upgrades, %s, %d taken back; drains: %d connections ended, %d cut\n",
+			t.Upgrades, failures, t.TakeBacks, t.DrainEnded, t.DrainCut)
+	}
+	if len(st.History) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "history (oldest first):")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  WHEN\tFROM → TO\tOUTCOME\tTOOK\tDRAIN\tENDED/CUT")
+	for _, u := range st.History {
+		outcome := string(u.Outcome)
+		if u.Reason != "" {
+			outcome += ": " + u.Reason
+		}
+		if u.Kind != "" && u.Kind != control.KindUpgrade {
+			outcome = string(u.Kind) + " " + outcome
+		}
+		took, drained, counts := "-", "-", "-"
+		if !u.Finished.IsZero() {
+			took = u.Took.Round(time.Millisecond).String()
+		}
+		if !u.DrainedAt.IsZero() {
+			drained = u.DrainTook.Round(time.Millisecond).String()
+			counts = fmt.Sprintf("%d/%d", u.DrainEnded, u.DrainCut)
+		}
+		fmt.Fprintf(tw, "  %s\t%s → %s\t%s\t%s\t%s\t%s\n", u.Started.Format(time.RFC3339), side(u.From), side(u.To), outcome, took, drained, counts)
+	}
+	tw.Flush()
+}
+
+// side names one generation of an upgrade: its PID and version.
+func side(p control.Process) string {
+	s := "?"
+	if p.PID != 0 {
+		s = fmt.Sprint(p.PID)
+	}
+	if p.Version != "" {
+		s += " " + p.Version
+	}
+	return s
 }
 
 // explain says what went wrong in an operator's words.

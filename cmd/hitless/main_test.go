@@ -5,7 +5,9 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -18,6 +20,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/hitlessgo/hitless/control"
 	"github.com/hitlessgo/hitless/internal/harness"
 	"github.com/hitlessgo/hitless/internal/loadgen"
 )
@@ -242,6 +245,7 @@ func TestReloadTellsTheTruth(t *testing.T) {
 	}
 	time.Sleep(100 * time.Millisecond)
 	stopLoad()
+	checkHistory(t, s)
 
 	if code, out := s.hitless("stop", "-timeout", "30s"); code != 0 {
 		t.Fatalf("stop: %d %q", code, out)
@@ -388,5 +392,69 @@ func TestUsage(t *testing.T) {
 		if code, _ := runCLI(t, nil, args...); code != 2 {
 			t.Errorf("hitless %v exited %d, want 2", args, code)
 		}
+	}
+}
+
+// checkHistory checks what status says of the upgrades
+// TestReloadTellsTheTruth made: two that succeeded around seven that
+// failed, handed over from generation to generation.
+func checkHistory(t *testing.T, s *service) {
+	t.Helper()
+	code, out := s.hitless("status", "-json")
+	if code != 0 {
+		t.Fatalf("status -json: %d %q", code, out)
+	}
+	var st control.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status -json printed %q: %v", out, err)
+	}
+	want := map[string]int64{"crashed": 1, "exited": 2, "timed-out": 1, "check-failed": 1, "start-failed": 2}
+	if st.Totals.Upgrades != 2 || st.Totals.Failures != 7 || !maps.Equal(st.Totals.FailuresByReason, want) {
+		t.Errorf("totals %+v; want 2 upgrades and failures %v", st.Totals, want)
+	}
+	if n := len(st.History); n != 9 || st.History[0].Outcome != control.OutcomeOK || st.History[8].Outcome != control.OutcomeOK ||
+		st.History[8].To.PID != st.PID || st.History[1].Reason != "crashed" {
+		t.Errorf("history of %d entries: %+v", n, st.History)
+	}
+	code, out = s.hitless("status")
+	for _, want := range []string{"history (oldest first):", "OUTCOME", "failed: crashed", "failed: timed-out",
+		"since the service started: 2 upgrades, 7 failed (check-failed 1, crashed 1, exited 2, start-failed 2, timed-out 1)"} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("status: %d %q lacks %q", code, out, want)
+		}
+	}
+}
+
+func TestStatusSchema(t *testing.T) {
+	code, out := runCLI(t, nil, "status", "-schema")
+	var schema map[string]any
+	if code != 0 || json.Unmarshal([]byte(out), &schema) != nil || schema["$schema"] == nil {
+		t.Fatalf("status -schema: %d %q", code, out)
+	}
+}
+
+func TestStatusPrintsHistory(t *testing.T) {
+	at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	st := control.Status{Version: "v2", Totals: control.Totals{Upgrades: 1, Failures: 1, FailuresByReason: map[string]int64{"exited": 1}, DrainEnded: 4, DrainCut: 1},
+		History: []control.Upgrade{
+			{Kind: control.KindUpgrade, Started: at, Finished: at.Add(1200 * time.Millisecond), Took: 1200 * time.Millisecond,
+				From: control.Process{PID: 10, Version: "v1"}, To: control.Process{PID: 11, Version: "v2"}, Outcome: control.OutcomeOK,
+				DrainedAt: at.Add(3 * time.Second), DrainTook: 1800 * time.Millisecond, DrainEnded: 4, DrainCut: 1},
+			{Kind: control.KindUpgrade, Started: at.Add(time.Minute), Finished: at.Add(time.Minute + time.Second), Took: time.Second,
+				From: control.Process{PID: 11, Version: "v2"}, To: control.Process{PID: 12}, Outcome: control.OutcomeFailed, Reason: "exited"},
+			{Kind: control.KindUpgrade, Started: at.Add(2 * time.Minute), From: control.Process{PID: 11, Version: "v2"}, Outcome: control.OutcomeInProgress},
+		}}
+	var b strings.Builder
+	printHistory(&b, st)
+	want := `version v2
+since the service started: 1 upgrades, 1 failed (exited 1), 0 taken back; drains: 4 connections ended, 1 cut
+history (oldest first):
+  WHEN                  FROM → TO      OUTCOME         TOOK  DRAIN  ENDED/CUT
+  2026-12-01T10:00:00Z  10 v1 → 11 v2  ok              1.2s  1.8s   4/1
+  2026-12-01T10:01:00Z  11 v2 → 12     failed: exited  1s    -      -
+  2026-12-01T10:02:00Z  11 v2 → ?      in progress     -     -      -
+`
+	if b.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
 	}
 }

@@ -1,6 +1,6 @@
 // Package ctlproto is the wire format of the control socket: one JSON
 // request line from the client, one JSON response line from the server,
-// each at most MaxMessage bytes.
+// a request at most MaxMessage bytes, a response at most MaxResponse.
 //
 // Requests come from outside the process, so they are parsed strictly: the
 // top level must be one object, its keys must be exactly the known ones
@@ -20,8 +20,15 @@ import (
 	"time"
 )
 
-// MaxMessage bounds a request or response line, newline included.
+// MaxMessage bounds a request line, newline included. It bounded
+// responses too until they carried the history (MaxResponse).
 const MaxMessage = 4096
+
+// MaxResponse bounds a response line, newline included: a status with a
+// long history takes more than MaxMessage. Requests stay at MaxMessage,
+// since they come from outside the process and are read before anyone
+// is trusted.
+const MaxResponse = 64 << 10
 
 // Verbs.
 const (
@@ -328,13 +335,57 @@ type Status struct {
 	// BackoffUntil, when set, is when upgrades are allowed again after
 	// repeated failures.
 	BackoffUntil string `json:"backoff_until,omitempty"`
+	// Version is the build the generation runs.
+	Version string `json:"version,omitempty"`
+	// History is the service's last upgrades, oldest first; the last may
+	// be in progress.
+	History []Upgrade `json:"history,omitempty"`
+	// Totals counts upgrades and drains since the service started.
+	Totals *Totals `json:"totals,omitempty"`
+}
+
+// Upgrade is the wire form of one entry of the history.
+type Upgrade struct {
+	Kind      string   `json:"kind,omitempty"`
+	Requested string   `json:"requested,omitempty"`
+	Started   string   `json:"started,omitempty"`
+	Finished  string   `json:"finished,omitempty"`
+	From      *Process `json:"from,omitempty"`
+	To        *Process `json:"to,omitempty"`
+	Outcome   string   `json:"outcome,omitempty"`
+	Reason    string   `json:"reason,omitempty"`
+	Error     string   `json:"error,omitempty"`
+	// TookNS and DrainNS are durations in nanoseconds, like
+	// Child.TimeoutNS.
+	TookNS     int64  `json:"took_ns,omitempty"`
+	DrainedAt  string `json:"drained_at,omitempty"`
+	DrainNS    int64  `json:"drain_ns,omitempty"`
+	DrainEnded int    `json:"drain_ended,omitempty"`
+	DrainCut   int    `json:"drain_cut,omitempty"`
+}
+
+// Process is the wire form of a generation named in the history.
+type Process struct {
+	PID        int    `json:"pid,omitempty"`
+	Generation int    `json:"generation,omitempty"`
+	Version    string `json:"version,omitempty"`
+}
+
+// Totals is the wire form of the counts across generations.
+type Totals struct {
+	Upgrades         int64            `json:"upgrades,omitempty"`
+	Failures         int64            `json:"failures,omitempty"`
+	FailuresByReason map[string]int64 `json:"failures_by_reason,omitempty"`
+	TakeBacks        int64            `json:"take_backs,omitempty"`
+	DrainEnded       int64            `json:"drain_ended,omitempty"`
+	DrainCut         int64            `json:"drain_cut,omitempty"`
 }
 
 // ParseResponse parses one response line.
 func ParseResponse(line []byte) (Response, error) {
 	var r Response
-	if len(line) > MaxMessage {
-		return r, fmt.Errorf("ctlproto: response of %d bytes exceeds %d", len(line), MaxMessage)
+	if len(line) > MaxResponse {
+		return r, fmt.Errorf("ctlproto: response of %d bytes exceeds %d", len(line), MaxResponse)
 	}
 	if err := json.Unmarshal(bytes.TrimSpace(line), &r); err != nil {
 		return Response{}, fmt.Errorf("ctlproto: malformed response: %w", err)
@@ -342,11 +393,20 @@ func ParseResponse(line []byte) (Response, error) {
 	return r, nil
 }
 
-// Marshal returns the response as one line of at most MaxMessage bytes,
-// shortening the texts that can be long if needed: first the status's
-// last_upgrade and the child's stderr, then the error (which, for a child
-// failure or a back-off, repeats the structured fields), then the rest.
+// Marshal returns the response as one line of at most MaxResponse bytes.
+// Without the status's history it takes at most MaxMessage, as it always
+// has, shortening the texts that can be long if needed: first the
+// status's last_upgrade and the child's stderr, then the error (which, for
+// a child failure or a back-off, repeats the structured fields), then the
+// rest. The history then takes what is left of MaxResponse, giving up its
+// oldest entries if needed.
 func (r Response) Marshal() []byte {
+	var history []Upgrade
+	if r.Status != nil {
+		st := *r.Status
+		r.Status = &st
+		history, st.History = st.History, nil
+	}
 	for _, text := range r.cuttable() {
 		b, _ := json.Marshal(r)
 		over := len(b) + 1 - MaxMessage
@@ -355,7 +415,14 @@ func (r Response) Marshal() []byte {
 		}
 		*text = shorten(*text, over)
 	}
+	if len(history) > 0 {
+		r.Status.History = history
+	}
 	b, _ := json.Marshal(r)
+	for len(b)+1 > MaxResponse && len(r.Status.History) > 0 {
+		r.Status.History = r.Status.History[1:]
+		b, _ = json.Marshal(r)
+	}
 	return append(b, '\n')
 }
 
