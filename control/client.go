@@ -98,7 +98,27 @@ func (c Client) Reload(ctx context.Context, opts ...ReloadOption) error {
 		}
 		o.applyReload(&cfg)
 	}
-	req := ctlproto.Request{Verb: ctlproto.VerbReload, Hurry: cfg.hurry}
+	return c.upgrade(ctx, ctlproto.Request{Verb: ctlproto.VerbReload, Hurry: cfg.hurry})
+}
+
+// Rollback asks the service to start its previous build again (see
+// upgrade.Upgrader.Rollback) and waits for the outcome, as Reload does,
+// with the same errors and Hurry, and one more: an error matching
+// ErrNoRollback, which says why, when there is nothing to roll back to.
+// A service of a release without rollbacks refuses the verb.
+func (c Client) Rollback(ctx context.Context, opts ...ReloadOption) error {
+	var cfg reloadConfig
+	for _, o := range opts {
+		if o != nil {
+			o.applyReload(&cfg)
+		}
+	}
+	return c.upgrade(ctx, ctlproto.Request{Verb: ctlproto.VerbRollback, Hurry: cfg.hurry})
+}
+
+// upgrade sends a reload or a rollback, following it to the serving
+// generation.
+func (c Client) upgrade(ctx context.Context, req ctlproto.Request) error {
 	var resp ctlproto.Response
 	for range 1 + maxForwards {
 		var err error
@@ -119,7 +139,7 @@ func (c Client) Reload(ctx context.Context, opts ...ReloadOption) error {
 	if resp.Code == ctlproto.CodeUpgraded {
 		return responseError(resp)
 	}
-	return fmt.Errorf("control: the reload was passed on to a newer generation %d times in a row without an outcome", 1+maxForwards)
+	return fmt.Errorf("control: the %s was passed on to a newer generation %d times in a row without an outcome", req.Verb, 1+maxForwards)
 }
 
 // Stop asks the service to drain and stop, and waits until its process is
@@ -160,7 +180,11 @@ func (c Client) Stop(ctx context.Context) error {
 // socket (the serving one). Errors are those of [Client.Reload] that apply:
 // ctx's, and those of reaching a trusted server.
 func (c Client) Status(ctx context.Context) (Status, error) {
-	resp, err := c.do(ctx, ctlproto.Request{Verb: ctlproto.VerbStatus})
+	resp, err := c.do(ctx, ctlproto.Request{Verb: ctlproto.VerbStatus, History: true})
+	if err == nil && resp.Code == ctlproto.CodeMalformed && strings.Contains(resp.Error, `"history"`) {
+		// A service of an earlier release, which has no history to give.
+		resp, err = c.do(ctx, ctlproto.Request{Verb: ctlproto.VerbStatus})
+	}
 	if err != nil {
 		return Status{}, err
 	}

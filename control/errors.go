@@ -25,6 +25,9 @@ var (
 	ErrChildFailed = errors.New("hitless: the new generation failed")
 	// ErrBackoff matches every *BackoffError.
 	ErrBackoff = errors.New("hitless: backing off after repeated failures")
+	// ErrNoRollback: a rollback was asked for and there is nothing to
+	// roll back to; the error says why.
+	ErrNoRollback = errors.New("nothing to roll back to")
 )
 
 // Reason says how a new generation failed.
@@ -193,6 +196,9 @@ type Status struct {
 	// Version is the build this generation runs
 	// (upgrade.Options.Version, or what its build information says).
 	Version string
+	// RollbackTo is the build a rollback would start (the previous
+	// generation's); empty when there is nothing to roll back to.
+	RollbackTo string
 	// History is the service's last upgrades (upgrade.Options.HistoryLen
 	// of them), oldest first, handed from generation to generation; the
 	// last may be in progress.

@@ -18,6 +18,9 @@ const (
 	// KindUpgrade: a new generation started from the binary on disk
 	// (a reload, SIGHUP, Upgrader.Upgrade).
 	KindUpgrade UpgradeKind = "upgrade"
+	// KindRollback: a new generation started from the executable the
+	// previous generation ran (a rollback, Upgrader.Rollback).
+	KindRollback UpgradeKind = "rollback"
 )
 
 // Outcome says how an Upgrade ended.

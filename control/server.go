@@ -44,6 +44,15 @@ type Handler interface {
 	Stop()
 }
 
+// RollbackHandler is a Handler that can also roll back (package upgrade's
+// does). A Server whose Handler is not one refuses the rollback verb.
+type RollbackHandler interface {
+	Handler
+	// Rollback is Reload to the previous build; it also returns an error
+	// matching ErrNoRollback when there is nothing to roll back to.
+	Rollback(ctx context.Context, hurry bool) error
+}
+
 // Server answers a control socket: one request and one response per
 // connection, for peers that run as the service's user or as root.
 //
@@ -312,7 +321,7 @@ func (s *Server) handle(c net.Conn) {
 
 	switch req.Verb {
 	case ctlproto.VerbStatus:
-		s.respond(c, ctlproto.Response{OK: true})
+		s.respondStatus(c, ctlproto.Response{OK: true}, req.History)
 	case ctlproto.VerbStop:
 		if s.Handler.Status().State == StateDraining {
 			log.Info("control socket: stop requested of a generation that has handed over; passed on")
@@ -325,19 +334,37 @@ func (s *Server) handle(c net.Conn) {
 		s.respond(c, ctlproto.Response{OK: true})
 	case ctlproto.VerbReload:
 		log.Info("control socket: reload requested", "hurry", req.Hurry)
-		err := s.reload(c, deadline, req.Hurry)
+		err := s.reload(c, deadline, func(ctx context.Context) error { return s.Handler.Reload(ctx, req.Hurry) })
 		if errors.Is(err, errRequesterGone) {
 			log.Warn("control socket: the requester of a reload went away; its request was given up")
+			return
+		}
+		s.respond(c, errorResponse(err))
+	case ctlproto.VerbRollback:
+		rh, ok := s.Handler.(RollbackHandler)
+		if !ok {
+			s.respond(c, ctlproto.Response{Code: ctlproto.CodeInternal, Error: "this service cannot roll back"})
+			return
+		}
+		if s.Handler.Status().State == StateDraining {
+			s.respond(c, ctlproto.Response{Code: ctlproto.CodeUpgraded,
+				Error: ErrUpgraded.Error() + "; ask the serving generation"})
+			return
+		}
+		log.Info("control socket: rollback requested", "hurry", req.Hurry)
+		err := s.reload(c, deadline, func(ctx context.Context) error { return rh.Rollback(ctx, req.Hurry) })
+		if errors.Is(err, errRequesterGone) {
+			log.Warn("control socket: the requester of a rollback went away; its request was given up")
 			return
 		}
 		s.respond(c, errorResponse(err))
 	}
 }
 
-// reload runs Handler.Reload under a ctx that ends at the deadline or
-// when the requester closes its end, whichever is first. It returns
-// errRequesterGone in the second case.
-func (s *Server) reload(c net.Conn, deadline time.Time, hurry bool) error {
+// reload runs do (Handler.Reload or Rollback) under a ctx that ends at
+// the deadline or when the requester closes its end, whichever is first.
+// It returns errRequesterGone in the second case.
+func (s *Server) reload(c net.Conn, deadline time.Time, do func(context.Context) error) error {
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	ctx, cancelCause := context.WithCancelCause(ctx)
@@ -359,7 +386,7 @@ func (s *Server) reload(c net.Conn, deadline time.Time, hurry bool) error {
 			// Bytes after the request are ignored.
 		}
 	}()
-	err := s.Handler.Reload(ctx, hurry)
+	err := do(ctx)
 	c.SetReadDeadline(aLongTimeAgo)
 	<-watched
 	if errors.Is(context.Cause(ctx), errRequesterGone) {
@@ -392,9 +419,16 @@ func admit(uid, me int) error {
 	return fmt.Errorf("peer runs as uid %d; only uid %d (the service's user) or root may use this socket", uid, me)
 }
 
-// respond writes r with the Handler's status.
-func (s *Server) respond(c net.Conn, r ctlproto.Response) {
+// respond writes r with the Handler's status, without its history.
+func (s *Server) respond(c net.Conn, r ctlproto.Response) { s.respondStatus(c, r, false) }
+
+// respondStatus writes r with the Handler's status, and its history if
+// asked.
+func (s *Server) respondStatus(c net.Conn, r ctlproto.Response, history bool) {
 	st := s.Handler.Status()
+	if !history {
+		st.History = nil
+	}
 	// A back-off that has lapsed is not reported.
 	if !time.Now().Before(st.BackoffUntil) {
 		st.BackoffUntil = time.Time{}

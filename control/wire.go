@@ -67,6 +67,8 @@ func errorResponse(err error) ctlproto.Response {
 		r.Code = ctlproto.CodeUpgraded
 	case errors.Is(err, ErrNotReady):
 		r.Code = ctlproto.CodeNotReady
+	case errors.Is(err, ErrNoRollback):
+		r.Code = ctlproto.CodeNoRollback
 	case errors.Is(err, context.DeadlineExceeded):
 		r.Code = ctlproto.CodeTimeout
 	case errors.Is(err, context.Canceled):
@@ -133,6 +135,8 @@ func responseError(r ctlproto.Response) error {
 		return &remoteError{msg: r.Error, base: ErrUpgraded}
 	case ctlproto.CodeNotReady:
 		return &remoteError{msg: r.Error, base: ErrNotReady}
+	case ctlproto.CodeNoRollback:
+		return &remoteError{msg: r.Error, base: ErrNoRollback}
 	case ctlproto.CodeTimeout, ctlproto.CodeExpired:
 		return &remoteError{msg: r.Error, base: context.DeadlineExceeded}
 	case ctlproto.CodeCanceled:
@@ -188,13 +192,13 @@ func toWire(st Status) ctlproto.Status {
 	return ctlproto.Status{PID: st.PID, Generation: st.Generation, State: string(st.State),
 		LastUpgrade: st.LastUpgrade, LastUpgradeAt: formatTime(st.LastUpgradeAt),
 		Failures: st.Failures, BackoffUntil: formatTime(st.BackoffUntil),
-		Version: st.Version, History: historyToWire(st.History), Totals: totalsToWire(st.Totals)}
+		Version: st.Version, RollbackTo: st.RollbackTo, History: historyToWire(st.History), Totals: totalsToWire(st.Totals)}
 }
 
 func fromWire(w ctlproto.Status) (Status, error) {
 	st := Status{PID: w.PID, Generation: w.Generation, State: State(w.State),
 		LastUpgrade: w.LastUpgrade, Failures: w.Failures,
-		Version: w.Version, Totals: totalsFromWire(w.Totals)}
+		Version: w.Version, RollbackTo: w.RollbackTo, Totals: totalsFromWire(w.Totals)}
 	var err error
 	if st.LastUpgradeAt, err = parseTime(w.LastUpgradeAt); err != nil {
 		return Status{}, fmt.Errorf("last_upgrade_at: %w", err)

@@ -41,8 +41,9 @@ func (u *Upgrader) runAttempt(ctx context.Context, started chan<- struct{}, roll
 	}
 	begin := time.Now()
 	next := u.h.Generation() + 1
-	start := u.h.Start
+	start, kind := u.h.Start, control.KindUpgrade
 	if rollback {
+		kind = control.KindRollback
 		build, _ := u.h.PreviousBuild()
 		u.log.Info("rolling back", "to", build)
 		u.sd.rollingBack(next, build)
@@ -51,7 +52,7 @@ func (u *Upgrader) runAttempt(ctx context.Context, started chan<- struct{}, roll
 		u.log.Info("upgrading")
 		u.sd.reloading(next)
 	}
-	u.hist.attemptStarted(next)
+	u.hist.attemptStarted(next, kind)
 	if err := u.preflight(ctx, rollback); err != nil {
 		return err
 	}

@@ -85,6 +85,11 @@ func (h controlHandler) Reload(ctx context.Context, hurry bool) error {
 	return h.u.request(ctx, hurry)
 }
 
+func (h controlHandler) Rollback(ctx context.Context, hurry bool) error {
+	h.u.log.Info("rollback requested on the control socket", "hurry", hurry)
+	return h.u.rollback(ctx, hurry)
+}
+
 func (h controlHandler) Stop() {
 	h.u.log.Info("stop requested on the control socket")
 	h.u.stop()

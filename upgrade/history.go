@@ -266,7 +266,7 @@ func (h *history) ready() {
 // attemptStarted: an upgrade to generation next begins (before the
 // preflight check, and before the snapshot that hands the history over,
 // which therefore carries it as pending).
-func (h *history) attemptStarted(next int) {
+func (h *history) attemptStarted(next int, kind control.UpgradeKind) {
 	now := time.Now()
 	h.mu.Lock()
 	requested := h.requestedAt
@@ -274,7 +274,7 @@ func (h *history) attemptStarted(next int) {
 	if requested.IsZero() || requested.After(now) {
 		requested = now
 	}
-	h.pending = &control.Upgrade{Kind: control.KindUpgrade, Requested: requested, Started: now,
+	h.pending = &control.Upgrade{Kind: kind, Requested: requested, Started: now,
 		From: h.self(), To: control.Process{Generation: next}, Outcome: control.OutcomeInProgress}
 	ev := h.event(EventUpgradeStarted, now)
 	if ev != nil {

@@ -104,7 +104,7 @@ func (g *generation) upgradeTo(t *testing.T, keep, pid int, ended, cut int) *gen
 	t.Helper()
 	next := g.h.cfg.gen + 1
 	g.h.requested(time.Now().Add(-time.Millisecond))
-	g.h.attemptStarted(next)
+	g.h.attemptStarted(next, control.KindUpgrade)
 	snap, err := g.h.snapshot()
 	if err != nil {
 		t.Fatal(err)
@@ -134,7 +134,7 @@ func TestHistoryHandedOverAcrossGenerations(t *testing.T) {
 	g2 := g1.upgradeTo(t, 16, 102, 3, 1)
 
 	// A failure in generation 2, then an upgrade to 3.
-	g2.h.attemptStarted(3)
+	g2.h.attemptStarted(3, control.KindUpgrade)
 	g2.h.failed(&ChildError{Reason: control.ReasonExited, PID: 999, ExitStatus: 3,
 		Stderr: "secret output", Err: errors.New("bad configuration")})
 	g3 := g2.upgradeTo(t, 16, 103, 5, 0)
@@ -227,10 +227,10 @@ func TestHistoryLenKeepsTheNewest(t *testing.T) {
 			g := newGeneration(t, tc.keep, 100, 1, nil, nil)
 			g.h.ready()
 			for i := range 4 {
-				g.h.attemptStarted(2)
+				g.h.attemptStarted(2, control.KindUpgrade)
 				g.h.failed(&ChildError{Reason: control.ReasonCrashed, PID: 200 + i, Signal: syscall.SIGSEGV})
 			}
-			g.h.attemptStarted(2)
+			g.h.attemptStarted(2, control.KindUpgrade)
 			st := g.status()
 			if len(st.History) != tc.want+1 || st.History[len(st.History)-1].Outcome != control.OutcomeInProgress {
 				t.Fatalf("history %+v: want %d entries and the one in progress", st.History, tc.want)
@@ -260,7 +260,7 @@ func TestHistoryLenKeepsTheNewest(t *testing.T) {
 func TestHistoryTakenBack(t *testing.T) {
 	g1 := newGeneration(t, 16, 101, 1, nil, nil)
 	g1.h.ready()
-	g1.h.attemptStarted(2)
+	g1.h.attemptStarted(2, control.KindUpgrade)
 	g1.h.upgraded(handoff.Child{PID: 102, Build: "v2"})
 	g1.h.takenBack(102, "was killed by SIGKILL")
 	// The drain that ran while generation 2 served ends after the
@@ -288,7 +288,7 @@ func TestHistoryCanceledAttemptIsNoFailure(t *testing.T) {
 	g := newGeneration(t, 16, 100, 1, nil, nil)
 	g.h.ready()
 	g.h.failed(ErrStopped) // before any attempt began: nothing to record
-	g.h.attemptStarted(2)
+	g.h.attemptStarted(2, control.KindUpgrade)
 	g.h.failed(ErrStopped)
 	st := g.status()
 	if len(st.History) != 1 || st.History[0].Outcome != control.OutcomeCanceled || st.Totals.Failures != 0 {
@@ -325,7 +325,7 @@ func TestHistorySnapshotFitsTheStateLimit(t *testing.T) {
 	g.h.cfg.stateLimit = 4096
 	g.h.ready()
 	for range 100 {
-		g.h.attemptStarted(2)
+		g.h.attemptStarted(2, control.KindUpgrade)
 		g.h.failed(&ChildError{Reason: control.ReasonTimedOut, Timeout: time.Second})
 	}
 	snap, err := g.h.snapshot()

@@ -29,11 +29,13 @@ var errRollbackBusy = errors.New("upgrade: an upgrade is in progress; ask for th
 // upgrade is in progress. The generation a rollback starts cannot roll
 // back further: it has nothing older. RollbackTarget says what it would
 // start.
-func (u *Upgrader) Rollback(ctx context.Context) error {
+func (u *Upgrader) Rollback(ctx context.Context) error { return publicErr(u.rollback(ctx, false)) }
+
+func (u *Upgrader) rollback(ctx context.Context, hurry bool) error {
 	if _, err := u.h.PreviousBinary(); err != nil {
 		return err
 	}
-	return publicErr(u.requestKind(ctx, false, true))
+	return u.requestKind(ctx, hurry, true)
 }
 
 // RollbackTarget returns the build (Options.Version of the previous

@@ -265,6 +265,7 @@ func (l *loop) request(now time.Time, r request) []queue.Action {
 		l.u.log.Info("rollback requested")
 	}
 	l.waiting[r.id] = r
+	l.u.hist.requested(now)
 	if r.reply == nil {
 		l.u.log.Info("upgrade requested")
 	}

@@ -209,6 +209,9 @@ func (u *Upgrader) becomeReady(ctx context.Context) error {
 	if err := u.h.Ready(); err != nil {
 		return fmt.Errorf("upgrade: %w", err)
 	}
+	// Counted before anyone can ask: a scrape of this generation must not
+	// see one upgrade fewer than the previous generation reported.
+	u.hist.ready()
 	if !onProbation {
 		close(u.readyC)
 	}
@@ -216,7 +219,6 @@ func (u *Upgrader) becomeReady(ctx context.Context) error {
 	close(u.readyDone)
 	u.sd.ready(u.h.Generation(), u.h.HasParent())
 	u.log.Info("ready", "generation", u.h.Generation())
-	u.hist.ready()
 	u.mu.Lock()
 	u.dog = u.sd.startWatchdog()
 	u.mu.Unlock()
@@ -293,6 +295,7 @@ func (u *Upgrader) Status() control.Status {
 	st := u.status
 	u.mu.Unlock()
 	u.hist.status(&st)
+	st.RollbackTo, _ = u.h.PreviousBuild()
 	return st
 }
 

@@ -2,8 +2,9 @@
 // socket, to upgrade, stop or report its state, and waits for the truth.
 // It is meant for unit files and config management:
 //
-//	hitless reload -socket /run/app/control.sock [-timeout 2m] [-hurry]
-//	hitless stop   -socket /run/app/control.sock [-timeout 2m]
+//	hitless reload   -socket /run/app/control.sock [-timeout 2m] [-hurry]
+//	hitless rollback -socket /run/app/control.sock [-timeout 2m] [-hurry]
+//	hitless stop     -socket /run/app/control.sock [-timeout 2m]
 //	hitless status -socket /run/app/control.sock [-timeout 2m] [-json]
 //	hitless status -schema
 //
@@ -11,7 +12,9 @@
 // otherwise it prints why (crashed, exited with status N, not ready in
 // time, pre-flight check failed, binary missing or not executable, backing
 // off) and exits 1. -hurry asks a generation that still drains to cut its
-// drain short. stop drains the service and waits until its process is
+// drain short. rollback is reload to the previous build (the executable
+// the previous generation ran, whatever is on disk now), with the same
+// answers, and exits 1 saying why when there is nothing to roll back to. stop drains the service and waits until its process is
 // gone. status prints the serving generation, the totals since the
 // service started and the history of its last upgrades, a line each:
 // when it began, from → to (PID and version), the outcome, how long it
@@ -38,12 +41,13 @@
 //	consecutive_failures  number  failed upgrades in a row
 //	backoff_until         string  while upgrades are held back after repeated failures: until when
 //	version               string  the build this generation runs
+//	rollback_to           string  the build a rollback would start; absent when there is none
 //	history               array   the last upgrades, oldest first (the last may be in progress)
 //	totals                object  counts since the service started, across every generation
 //
 // Each entry of history has these keys (durations in nanoseconds):
 //
-//	kind                  string  "upgrade"
+//	kind                  string  "upgrade" (the binary on disk) or "rollback"
 //	requested             string  when the first request it answered arrived
 //	started, finished     string  when the attempt began and ended
 //	from, to              object  the two generations: pid, generation, version
@@ -107,8 +111,9 @@ import (
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 const usage = `usage:
-  hitless reload -socket PATH [-timeout D] [-hurry]
-  hitless stop   -socket PATH [-timeout D]
+  hitless reload   -socket PATH [-timeout D] [-hurry]
+  hitless rollback -socket PATH [-timeout D] [-hurry]
+  hitless stop     -socket PATH [-timeout D]
   hitless status -socket PATH [-timeout D] [-json]
   hitless status -schema
 `
@@ -123,11 +128,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	socket := fs.String("socket", "", "the service's control socket (required)")
 	timeout := fs.Duration("timeout", 2*time.Minute, "give up after this long")
-	hurry := fs.Bool("hurry", false, "reload: ask a generation that still drains to cut its drain short")
+	hurry := fs.Bool("hurry", false, "reload, rollback: ask a generation that still drains to cut its drain short")
 	asJSON := fs.Bool("json", false, "status: print JSON")
 	schema := fs.Bool("schema", false, "status: print the JSON schema of -json's output and exit")
 	switch verb {
-	case "reload", "stop", "status":
+	case "reload", "rollback", "stop", "status":
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -150,23 +155,27 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	c := control.Client{Socket: *socket}
 	switch verb {
-	case "reload":
+	case "reload", "rollback":
 		begin := time.Now()
 		var opts []control.ReloadOption
 		if *hurry {
 			opts = append(opts, control.Hurry())
 		}
-		if err := c.Reload(ctx, opts...); err != nil {
-			fmt.Fprintf(stderr, "hitless reload: FAILED: %s\n", explain(err, *timeout))
+		do := c.Reload
+		if verb == "rollback" {
+			do = c.Rollback
+		}
+		if err := do(ctx, opts...); err != nil {
+			fmt.Fprintf(stderr, "hitless %s: FAILED: %s\n", verb, explain(err, *timeout))
 			return 1
 		}
 		took := time.Since(begin).Round(time.Millisecond)
 		st, err := c.Status(ctx)
 		if err != nil {
-			fmt.Fprintf(stdout, "hitless reload: ok after %v\n", took)
+			fmt.Fprintf(stdout, "hitless %s: ok after %v\n", verb, took)
 			return 0
 		}
-		fmt.Fprintf(stdout, "hitless reload: ok after %v: generation %d, pid %d, %s\n", took, st.Generation, st.PID, st.State)
+		fmt.Fprintf(stdout, "hitless %s: ok after %v: generation %d, pid %d, %s, version %s\n", verb, took, st.Generation, st.PID, st.State, st.Version)
 	case "stop":
 		if err := c.Stop(ctx); err != nil {
 			fmt.Fprintf(stderr, "hitless stop: FAILED: %s\n", explain(err, *timeout))
@@ -204,6 +213,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 func printHistory(w io.Writer, st control.Status) {
 	if st.Version != "" {
 		fmt.Fprintf(w, "version %s\n", st.Version)
+	}
+	if st.RollbackTo != "" {
+		fmt.Fprintf(w, "rollback to %q possible (hitless rollback)\n", st.RollbackTo)
 	}
 	t := st.Totals
 	if t.Upgrades+t.Failures+t.TakeBacks+t.DrainEnded+t.DrainCut > 0 {

@@ -35,6 +35,8 @@ const (
 	VerbReload = "reload"
 	VerbStop   = "stop"
 	VerbStatus = "status"
+	// VerbRollback starts the previous build again (upgrade.Rollback).
+	VerbRollback = "rollback"
 )
 
 // MaxTimeout bounds how far ahead of now a request's deadline is honoured:
@@ -84,6 +86,9 @@ const (
 	CodeTimeout = "timeout"
 	// CodeCanceled: the request was given up (its requester went away).
 	CodeCanceled = "canceled"
+	// CodeNoRollback: a rollback was asked for and there is nothing to
+	// roll back to; Error says why.
+	CodeNoRollback = "no-rollback"
 	// CodeInternal: anything else; Error says what.
 	CodeInternal = "internal"
 )
@@ -95,8 +100,12 @@ var ErrMalformed = errors.New("ctlproto: malformed request")
 type Request struct {
 	Verb string `json:"verb"`
 	// Hurry asks a generation that is still draining to cut its drain
-	// short so that this reload can start sooner (reload only).
+	// short so that this reload can start sooner (reload and rollback).
 	Hurry bool `json:"hurry,omitempty"`
+	// History asks for the status's history (status only). Without it
+	// the history is left out, so that an answer stays within the
+	// MaxMessage bytes that clients of earlier releases read.
+	History bool `json:"history,omitempty"`
 	// DeadlineUnixMS is when the client stops waiting, in milliseconds
 	// since the Unix epoch. Client and server are on the same host, so
 	// they read the same clock. Required, 1 to MaxDeadlineUnixMS.
@@ -161,7 +170,7 @@ func parseRequest(line []byte) (Request, error) {
 	// first thing an operator typing JSON by hand would have to fix.
 	for key := range fields {
 		switch key {
-		case "verb", "hurry", "deadline_unix_ms", "timeout_ms":
+		case "verb", "hurry", "history", "deadline_unix_ms", "timeout_ms":
 		default:
 			return r, fmt.Errorf("unknown field %q", key)
 		}
@@ -174,16 +183,24 @@ func parseRequest(line []byte) (Request, error) {
 		return r, fmt.Errorf("verb: %v", err)
 	}
 	switch r.Verb {
-	case VerbReload, VerbStop, VerbStatus:
+	case VerbReload, VerbStop, VerbStatus, VerbRollback:
 	default:
-		return r, fmt.Errorf("unknown verb %q (want reload, stop or status)", r.Verb)
+		return r, fmt.Errorf("unknown verb %q (want reload, rollback, stop or status)", r.Verb)
 	}
 	if raw, ok := fields["hurry"]; ok {
 		if err := decodeValue(raw, &r.Hurry); err != nil {
 			return r, fmt.Errorf("hurry: %v", err)
 		}
-		if r.Hurry && r.Verb != VerbReload {
-			return r, errors.New("hurry applies to reload only")
+		if r.Hurry && r.Verb != VerbReload && r.Verb != VerbRollback {
+			return r, errors.New("hurry applies to reload and rollback only")
+		}
+	}
+	if raw, ok := fields["history"]; ok {
+		if err := decodeValue(raw, &r.History); err != nil {
+			return r, fmt.Errorf("history: %v", err)
+		}
+		if r.History && r.Verb != VerbStatus {
+			return r, errors.New("history applies to status only")
 		}
 	}
 	raw, ok = fields["deadline_unix_ms"]
@@ -337,6 +354,9 @@ type Status struct {
 	BackoffUntil string `json:"backoff_until,omitempty"`
 	// Version is the build the generation runs.
 	Version string `json:"version,omitempty"`
+	// RollbackTo is the build a rollback would start; absent when there
+	// is none.
+	RollbackTo string `json:"rollback_to,omitempty"`
 	// History is the service's last upgrades, oldest first; the last may
 	// be in progress.
 	History []Upgrade `json:"history,omitempty"`

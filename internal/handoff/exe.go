@@ -11,11 +11,13 @@ import (
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/hitlessgo/hitless/control"
 )
 
 // ErrNoRollback matches the error of a rollback that cannot be made; the
 // error says why.
-var ErrNoRollback = errors.New("nothing to roll back to")
+var ErrNoRollback = control.ErrNoRollback
 
 // previousExeName is the name under which a generation hands its own
 // executable to the next one (with its build in the message).
