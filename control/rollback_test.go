@@ -18,7 +18,9 @@ type rollbackHandler struct {
 	rollback func(ctx context.Context, hurry bool) error
 }
 
-func (h rollbackHandler) Rollback(ctx context.Context, hurry bool) error { return h.rollback(ctx, hurry) }
+func (h rollbackHandler) Rollback(ctx context.Context, hurry bool) error {
+	return h.rollback(ctx, hurry)
+}
 
 // TestRollbackVerb: Client.Rollback reaches a RollbackHandler's Rollback
 // (not Reload), with hurry; ErrNoRollback survives the wire with its
