@@ -14,7 +14,7 @@ import (
 func fullStatus() Status {
 	at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
 	return Status{PID: 42, Generation: 3, State: StateServing, LastUpgrade: "ok", LastUpgradeAt: at, Failures: 1,
-		BackoffUntil: at.Add(time.Minute), Version: "v1.4.2",
+		BackoffUntil: at.Add(time.Minute), Version: "v1.4.2", RollbackTo: "v1.4.1",
 		History: []Upgrade{{Kind: KindUpgrade, Requested: at, Started: at.Add(time.Millisecond), Finished: at.Add(time.Second),
 			From: Process{PID: 41, Generation: 2, Version: "v1.4.1"}, To: Process{PID: 42, Generation: 3, Version: "v1.4.2"},
 			Outcome: OutcomeFailed, Reason: ReasonExited.Code(), Error: "exited with status 3", Took: 999 * time.Millisecond,
