@@ -104,7 +104,11 @@ type Options struct {
 	// Event); it must not block.
 	Observer Observer
 	// HistoryLen is how many upgrades the history keeps (and hands to the
-	// next generation). Zero means DefaultHistoryLen; negative keeps none.
+	// next generation). Zero means DefaultHistoryLen; negative keeps none
+	// (the totals still count). The history travels to the next
+	// generation as the state "hitless.history", which is reserved (an
+	// OfferState under that name fails with ErrNameTaken) and takes one of
+	// the 64 names a generation may offer.
 	HistoryLen int
 }
 
