@@ -453,10 +453,11 @@ func TestKillOldGenerationWhileDraining(t *testing.T) {
 		t.Fatal(err)
 	}
 	var (
-		fdsSeen                                []int
-		ok, failedOnKilled, requests, inFlight int64
-		delays, drains                         []time.Duration
-		reloads, roundTimes                    []time.Duration
+		fdsSeen             []int
+		counts              tally
+		inFlight            int64
+		delays, drains      []time.Duration
+		reloads, roundTimes []time.Duration
 	)
 	begin := time.Now()
 	for round := 1; round <= rounds; round++ {
@@ -515,22 +516,7 @@ func TestKillOldGenerationWhileDraining(t *testing.T) {
 			t.Errorf("round %d: the long request's connection (port %d) is not among those the killed process held: %v", round, anchor.port, held)
 		}
 		time.Sleep(30 * time.Millisecond) // load on the new generation alone
-		for _, r := range stop() {
-			requests += r.Requests
-			ok += r.OK
-			// Every failure has its line in Errors (at most 20 per run;
-			// a round has fewer), which names its connection.
-			if int64(len(r.Errors)) != r.Failed() {
-				t.Errorf("round %d: %s: %d failures but %d described; cannot tell whose they were: %v", round, r.Kind, r.Failed(), len(r.Errors), r.Errors)
-			}
-			for _, e := range r.Errors {
-				if port, ok := loadgen.ClientPort(e); ok && held[port] {
-					failedOnKilled++
-					continue
-				}
-				t.Errorf("round %d: a request not held by the killed generation %d failed: %s (it held client ports %v)", round, old, e, sortedPorts(held))
-			}
-		}
+		counts.add(t, round, old, stop(), held, true)
 		inFlight += int64(len(held))
 
 		if code, by, err := getPID(s.addr); err != nil || code != 200 || by != next {
@@ -553,13 +539,49 @@ func TestKillOldGenerationWhileDraining(t *testing.T) {
 	t.Logf("seed %d: %d kills in %v, each (SIGSTOP) %s after the new generation was ready (asked delays %s); reloads took %s; rounds %s",
 		seed, rounds, since(begin), summarize(drains), summarize(delays), summarize(reloads), summarize(roundTimes))
 	t.Logf("%d requests, %d ok, %d failed, all on the %d connections the killed processes held (the 20 s request included); idle descriptors of the new generations: %v (after a normal upgrade: %d)",
-		requests, ok, failedOnKilled, inFlight, fdsSeen, refFDs)
-	if ok+failedOnKilled != requests {
-		t.Errorf("%d requests, %d ok and %d failed on killed processes: %d unaccounted for", requests, ok, failedOnKilled, requests-ok-failedOnKilled)
+		counts.requests, counts.ok, counts.onKilled, inFlight, fdsSeen, refFDs)
+	if counts.ok+counts.onKilled != counts.requests {
+		t.Errorf("%d requests, %d ok and %d failed on killed processes: %d unaccounted for", counts.requests, counts.ok, counts.onKilled, counts.requests-counts.ok-counts.onKilled)
 	}
 }
 
 // ---- helpers ----
+
+// tally counts the requests of rounds that kill a generation, and
+// matches each failure to its connection by the client port in
+// loadgen's error text.
+type tally struct {
+	requests, ok int64
+	onKilled     int64 // failed on a connection the killed process held
+	foreign      int64 // failed on any other
+}
+
+// add adds rs, the load of one round in which the generation killed
+// held the client ports held. A failure on any other connection is
+// reported if report is set.
+func (c *tally) add(t *testing.T, round, killed int, rs []loadgen.Result, held map[int]bool, report bool) {
+	t.Helper()
+	for _, r := range rs {
+		c.requests += r.Requests
+		c.ok += r.OK
+		// Every failure has its line in Errors (at most 20 per run; a
+		// round has fewer when nothing is wrong), which names its
+		// connection.
+		if report && int64(len(r.Errors)) != r.Failed() {
+			t.Errorf("round %d: %s: %d failures but %d described; cannot tell whose they were: %v", round, r.Kind, r.Failed(), len(r.Errors), r.Errors)
+		}
+		for _, e := range r.Errors {
+			if port, ok := loadgen.ClientPort(e); ok && held[port] {
+				c.onKilled++
+				continue
+			}
+			c.foreign++
+			if report {
+				t.Errorf("round %d: a request not held by the killed generation %d failed: %s (it held client ports %v)", round, killed, e, sortedPorts(held))
+			}
+		}
+	}
+}
 
 var (
 	faultCLIOnce sync.Once

@@ -17,7 +17,7 @@ import (
 )
 
 // TestTakeBackWhenNewGenerationDies upgrades the example 30 times under
-// keep-alive and new-connection load, with a long request (/?sleep=1s)
+// keep-alive and new-connection load, with a long request (/?sleep=600ms)
 // held on the old generation so that it drains, and SIGKILLs the new
 // generation at a random moment after it took over (0–300 ms after the
 // reload returned). The old generation must take the service back:
@@ -55,15 +55,15 @@ func runTakeBack(t *testing.T, rounds int, takeBack bool) {
 
 	old := s.PID()
 	var (
-		requests, ok, failedOnKilled, foreign int64
-		delays, takeBacks                     []time.Duration
+		counts            tally
+		delays, takeBacks []time.Duration
 	)
 	begin := time.Now()
 	for round := 1; round <= rounds; round++ {
 		stop := faultLoad(t, s.addr,
 			loadgen.Config{Kind: loadgen.KeepAlive, Workers: 3, Pace: time.Millisecond, Timeout: 5 * time.Second},
 			loadgen.Config{Kind: loadgen.NewConn, Workers: 2, Pace: time.Millisecond, Timeout: 5 * time.Second})
-		anchor, err := holdRequest(s.addr, "/?sleep=1s")
+		anchor, err := holdRequest(s.addr, "/?sleep=600ms")
 		if err != nil {
 			stop()
 			t.Fatalf("round %d: %v", round, err)
@@ -97,15 +97,7 @@ func runTakeBack(t *testing.T, rounds int, takeBack bool) {
 		syscall.Kill(next, syscall.SIGKILL)
 		if !takeBack {
 			time.Sleep(300 * time.Millisecond) // load meets nobody accepting
-			for _, r := range stop() {
-				requests += r.Requests
-				ok += r.OK
-				for _, e := range r.Errors {
-					if port, ok := loadgen.ClientPort(e); !ok || !held[port] {
-						foreign++
-					}
-				}
-			}
+			counts.add(t, round, next, stop(), held, false)
 			anchor.wait(3 * time.Second)
 			// The old generation drains and exits: restart the service.
 			wctx, wcancel := context.WithTimeout(ctx, 15*time.Second)
@@ -125,21 +117,7 @@ func runTakeBack(t *testing.T, rounds int, takeBack bool) {
 		}
 		takeBacks = append(takeBacks, time.Since(killed))
 		time.Sleep(30 * time.Millisecond) // load on the old generation alone
-		for _, r := range stop() {
-			requests += r.Requests
-			ok += r.OK
-			if int64(len(r.Errors)) != r.Failed() {
-				t.Errorf("round %d: %s: %d failures but %d described; cannot tell whose they were: %v", round, r.Kind, r.Failed(), len(r.Errors), r.Errors)
-			}
-			for _, e := range r.Errors {
-				if port, ok := loadgen.ClientPort(e); ok && held[port] {
-					failedOnKilled++
-					continue
-				}
-				foreign++
-				t.Errorf("round %d: a request not held by the killed generation %d failed: %s (it held client ports %v)", round, next, e, sortedPorts(held))
-			}
-		}
+		counts.add(t, round, next, stop(), held, true)
 		if err := anchor.wait(5 * time.Second); err != nil {
 			t.Errorf("round %d: the long request on the old generation, which drained it meanwhile: %v", round, err)
 		}
@@ -157,15 +135,15 @@ func runTakeBack(t *testing.T, rounds int, takeBack bool) {
 	t.Logf("seed %d: %d rounds in %v; kills %s after the reload returned; taken back (PID file) %s after the kill",
 		seed, rounds, since(begin), summarize(delays), summarize(takeBacks))
 	t.Logf("%d requests, %d ok, %d failed: %d of the first 20 per round and kind on connections the killed processes held, %d on others",
-		requests, ok, requests-ok, failedOnKilled, foreign)
+		counts.requests, counts.ok, counts.requests-counts.ok, counts.onKilled, counts.foreign)
 	if !takeBack {
-		if foreign == 0 {
+		if counts.foreign == 0 {
 			t.Errorf("without take-back, no request failed other than those the killed generation held: the mutation shows nothing")
 		}
 		return
 	}
-	if requests == 0 || ok+failedOnKilled != requests {
-		t.Errorf("%d requests, %d ok and %d failed on killed processes: %d unaccounted for", requests, ok, failedOnKilled, requests-ok-failedOnKilled)
+	if counts.requests == 0 || counts.ok+counts.onKilled != counts.requests {
+		t.Errorf("%d requests, %d ok and %d failed on killed processes: %d unaccounted for", counts.requests, counts.ok, counts.onKilled, counts.requests-counts.ok-counts.onKilled)
 	}
 	// Upgraded once more, and stopped: the generation that took the
 	// service back 30 times hands over and exits normally.
