@@ -139,23 +139,24 @@ type spawned struct {
 
 // spawn starts the binary at os.Args[0] (or exe, if not nil) with our
 // arguments, environment and working directory, handing it files under
-// their names. os.Args[0] is the new process's argv[0] in either case.
+// their names. The new process's argv[0] is the path executed, as
+// tableflip made it, or for exe os.Args[0], so that its own upgrades
+// start what is on disk.
 func spawn(files map[fileName]*os.File, exe *executable) (*spawned, error) {
-	argv0, err := lookPath(os.Args[0])
-	if err != nil && exe == nil {
-		return nil, fmt.Errorf("can't start process %s: %w", os.Args[0], err)
-	}
-	if exe != nil {
-		argv0 = os.Args[0]
-	}
-	path := argv0
-	if exe != nil {
+	var path, argv0 string
+	if exe == nil {
+		p, err := lookPath(os.Args[0])
+		if err != nil {
+			return nil, fmt.Errorf("can't start process %s: %w", os.Args[0], err)
+		}
+		path, argv0 = p, p
+	} else {
 		p, release, err := exe.execPath(5 + len(files) + 8)
 		if err != nil {
 			return nil, err
 		}
 		defer release()
-		path = p
+		path, argv0 = p, os.Args[0]
 	}
 	readyR, readyW, err := os.Pipe()
 	if err != nil {
@@ -208,7 +209,7 @@ func spawn(files map[fileName]*os.File, exe *executable) (*spawned, error) {
 	return s, nil
 }
 
-// childFailed describes a child that exited before it was ready.
+// failure describes a child that exited before it was ready.
 func (s *spawned) failure() *control.ChildError {
 	ce := &control.ChildError{Reason: control.ReasonExited, PID: s.proc.Pid}
 	if s.err != nil {
