@@ -102,7 +102,7 @@ func TestUpgradesUnderLoad(t *testing.T) {
 		{Kind: loadgen.KeepAlive, Workers: 8},
 		{Kind: loadgen.NewConn, Workers: 4},
 		{Kind: loadgen.Slow, Workers: 8, Sleep: time.Second},
-		{Kind: loadgen.Stream, Workers: 4, StreamDur: 1500 * time.Millisecond},
+		{Kind: loadgen.Stream, Workers: 4, StreamDur: 800 * time.Millisecond},
 	} {
 		t.Run(string(cfg.Kind), func(t *testing.T) {
 			// Side by side: each kind has its own server, and most of

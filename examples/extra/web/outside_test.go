@@ -7,7 +7,7 @@ package main
 // (nghttp2's load tool, which nobody here wrote), and report what h2load
 // counted. h2load never reconnects a client after the server's GOAWAY, so
 // an upgrade stops every client of the run under way: hence one upgrade
-// per run, about 0.7 s into a 2 s run, rather than upgrades at a pace of
+// per run, about 0.6 s into a 1.5 s run, rather than upgrades at a pace of
 // their own. internal/outside explains h2load's accounting; in short, only
 // its per-request log says which requests it sent failed, and a request
 // lost with its connection shows only in started−done.
@@ -33,10 +33,10 @@ import (
 
 const (
 	h2loadUpgrades = 20
-	h2loadRunFor   = 2 * time.Second
+	h2loadRunFor   = 1500 * time.Millisecond
 	// h2loadSignalAt is how long into a run the upgrade begins: the
 	// clients have connected and every one has its streams in flight.
-	h2loadSignalAt = 700 * time.Millisecond
+	h2loadSignalAt = 600 * time.Millisecond
 )
 
 func TestH2loadH2cThroughUpgrades(t *testing.T) { h2loadThroughUpgrades(t, false) }
