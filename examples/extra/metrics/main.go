@@ -95,24 +95,28 @@ func run() error {
 	// status from New on; events only begin at Ready.
 	exp.seed(upg)
 
-	ctx := context.Background()
-	ln, err := upg.Listen(ctx, "http", "tcp", *addr)
-	if err != nil {
-		return err
-	}
-	mln, err := upg.Listen(ctx, "metrics", "tcp", *metricsAddr)
-	if err != nil {
-		return err
-	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(exp)
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	srv := &drain.HTTP{Server: &http.Server{Handler: handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}}
-	msrv := &drain.HTTP{Server: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}
-	serve(log, upg, srv, ln)
-	serve(log, upg, msrv, mln)
-	return upg.Run(ctx, srv, msrv)
+	// RunFunc, not Run: if a new generation dies while this one drains,
+	// this one takes the service back (hitless_takebacks_total counts it)
+	// and calls this again for servers to replace the draining ones.
+	return upg.RunFunc(context.Background(), func(ctx context.Context) ([]drain.Drainer, error) {
+		ln, err := upg.Listen(ctx, "http", "tcp", *addr)
+		if err != nil {
+			return nil, err
+		}
+		mln, err := upg.Listen(ctx, "metrics", "tcp", *metricsAddr)
+		if err != nil {
+			return nil, err
+		}
+		srv := &drain.HTTP{Server: &http.Server{Handler: handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}}
+		msrv := &drain.HTTP{Server: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}
+		serve(log, upg, srv, ln)
+		serve(log, upg, msrv, mln)
+		return []drain.Drainer{srv, msrv}, nil
+	})
 }
 
 // serve serves ln with srv until the drain; a failure to serve stops the
@@ -129,7 +133,15 @@ func serve(log *slog.Logger, upg *upgrade.Upgrader, srv *drain.HTTP, ln net.List
 func handler() http.Handler {
 	pid := strconv.Itoa(os.Getpid())
 	mux := http.NewServeMux()
+	// GET /?sleep=2s answers after 2 s: a request that keeps a drain going.
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		if d, err := time.ParseDuration(r.URL.Query().Get("sleep")); err == nil && d > 0 {
+			select {
+			case <-time.After(min(d, time.Minute)):
+			case <-r.Context().Done():
+				return
+			}
+		}
 		w.Header().Set("X-Pid", pid)
 		fmt.Fprintf(w, "hello from %s\n", pid)
 	})

@@ -7,7 +7,11 @@ package main
 // scrapes /metrics after each upgrade: no counter ever goes back, and
 // hitless_upgrades_total ends at 20. Then a new generation fails its
 // readiness gate: the failure counter goes up with the reason, and the
-// old generation serves on.
+// old generation serves on. Last, a new generation is killed after it
+// took over, while the old one drains a long request: the old one takes
+// the service back, hitless_takebacks_total is 1, hitless_generation is
+// the old one's again, no counter went back, and a further upgrade counts
+// on from there.
 
 import (
 	"bufio"
@@ -19,6 +23,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -111,7 +116,7 @@ func TestCountersContinueAcrossUpgrades(t *testing.T) {
 			results <- r
 		}()
 	}
-	defer func() {
+	finishLoad := sync.OnceFunc(func() {
 		stopLoad()
 		for range kinds {
 			r := <-results
@@ -120,7 +125,8 @@ func TestCountersContinueAcrossUpgrades(t *testing.T) {
 				t.Errorf("%s: %d requests, %d failed: %v", r.Kind, r.Requests, r.Failed(), r.Errors)
 			}
 		}
-	}()
+	})
+	defer finishLoad()
 
 	prev := scrape(t, maddr)
 	if prev["hitless_upgrades_total"] != 0 || prev["hitless_generation"] != 1 || prev[`hitless_state{state="serving"}`] != 1 ||
@@ -187,4 +193,73 @@ func TestCountersContinueAcrossUpgrades(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Pid") != strconv.Itoa(serving) {
 		t.Errorf("the service after the failed upgrade: %s from %s", resp.Status, resp.Header.Get("X-Pid"))
 	}
+	// The load stops here: requests on the connections of the generation
+	// killed below may fail, and examples/http counts those.
+	finishLoad()
+
+	// A new generation that dies after it took over, while this one
+	// drains a long request: this one takes the service back.
+	if err := os.WriteFile(gate, []byte("ok"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	generation := prev["hitless_generation"]
+	long := make(chan error, 1)
+	go func() {
+		resp, err := (&http.Client{Timeout: 30 * time.Second}).Get("http://" + addr + "/?sleep=3s")
+		if err == nil {
+			_, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if err == nil && resp.StatusCode != http.StatusOK {
+				err = fmt.Errorf("status %s", resp.Status)
+			}
+		}
+		long <- err
+	}()
+	time.Sleep(200 * time.Millisecond) // the long request is in
+	if err := s.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitUntil(10*time.Second, func() bool { return s.PID() != serving }); err != nil {
+		t.Fatalf("no new generation after SIGHUP: %v", err)
+	}
+	next := s.PID()
+	taken := scrape(t, maddr) // from the new generation
+	checkCounters(t, "after the upgrade that is taken back", prev, taken)
+	prev = taken
+	if err := syscall.Kill(next, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitUntil(5*time.Second, func() bool { return s.PID() == serving }); err != nil {
+		t.Fatalf("after the kill of %d the PID file names %d, not %d: %v", next, s.PID(), serving, err)
+	}
+	now := scrape(t, maddr)
+	checkCounters(t, "after the take-back", prev, now)
+	if now["hitless_takebacks_total"] != 1 || now["hitless_generation"] != generation || now[`hitless_state{state="serving"}`] != 1 {
+		t.Errorf("after the take-back: takebacks_total %v, generation %v (want 1, %v), serving %v",
+			now["hitless_takebacks_total"], now["hitless_generation"], generation, now[`hitless_state{state="serving"}`])
+	}
+	if err := <-long; err != nil {
+		t.Errorf("the long request the old generation drained: %v", err)
+	}
+	prev = now
+	// And it can be upgraded again; the counters go on.
+	if _, err := s.Upgrade(ctx); err != nil {
+		t.Fatalf("an upgrade after the take-back: %v", err)
+	}
+	now = scrape(t, maddr)
+	checkCounters(t, "after the upgrade that followed the take-back", prev, now)
+	if now["hitless_upgrades_total"] != prev["hitless_upgrades_total"]+1 || now["hitless_takebacks_total"] != 1 {
+		t.Errorf("after the upgrade that followed the take-back: upgrades_total %v (was %v), takebacks_total %v",
+			now["hitless_upgrades_total"], prev["hitless_upgrades_total"], now["hitless_takebacks_total"])
+	}
+}
+
+// waitUntil polls ok every 10 ms for at most d.
+func waitUntil(d time.Duration, ok func() bool) error {
+	for deadline := time.Now().Add(d); !ok(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not within %v", d)
+		}
+	}
+	return nil
 }
