@@ -814,13 +814,7 @@ func childServes(upg *tableflip.Upgrader) int {
 	if err != nil {
 		return roleFail("child: %v", err)
 	}
-	// Written whole or not at all: the test polls for the file while
-	// this process may still be writing it.
-	path := os.Getenv(contractChildReportEnv)
-	if err := os.WriteFile(path+".tmp", b, 0o600); err != nil {
-		return roleFail("child: %v", err)
-	}
-	if err := os.Rename(path+".tmp", path); err != nil {
+	if err := writeWhole(os.Getenv(contractChildReportEnv), b); err != nil {
 		return roleFail("child: %v", err)
 	}
 	return 0

@@ -100,3 +100,13 @@ func roleCmd(ctx context.Context, name string, extra ...string) *exec.Cmd {
 	cmd.WaitDelay = time.Second
 	return cmd
 }
+
+// writeWhole writes b to path whole or not at all (a temporary file,
+// renamed): tests poll for the reports their roles write, and would read
+// one half-written.
+func writeWhole(path string, b []byte) error {
+	if err := os.WriteFile(path+".tmp", b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(path+".tmp", path)
+}

@@ -39,7 +39,7 @@ func packetRole() int {
 	rep := packetReport{PID: os.Getpid(), Inodes: map[string]uint64{}, Read: map[string]string{}}
 	write := func() int {
 		b, _ := json.Marshal(rep)
-		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("gen%d.json", rep.Gen)), b, 0o600); err != nil {
+		if err := writeWhole(filepath.Join(dir, fmt.Sprintf("gen%d.json", rep.Gen)), b); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
@@ -159,7 +159,9 @@ func TestPacketConnsHandedOver(t *testing.T) {
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Run(); err != nil {
 		b, _ := os.ReadFile(out.Name())
-		t.Fatalf("first generation: %v\n%s", err, b)
+		rep1, _ := os.ReadFile(filepath.Join(dir, "gen1.json"))
+		rep2, _ := os.ReadFile(filepath.Join(dir, "gen2.json"))
+		t.Fatalf("first generation: %v; its report: %s; the second's: %s\n%s", err, rep1, rep2, b)
 	}
 	var gens [2]packetReport
 	for i := range gens {

@@ -224,6 +224,10 @@ func (s *spawned) failure() *control.ChildError {
 	return ce
 }
 
+// exitedReadyWait bounds how long await, having seen the child exit,
+// waits for the reader of its ready pipe to say what was in it.
+const exitedReadyWait = time.Second
+
 // await waits until s is ready, has exited, timeout has passed or stop is
 // closed; in the last two cases it kills s and waits for its exit. A
 // child whose ready pipe closed without the byte is waited for until it
@@ -240,6 +244,21 @@ func (s *spawned) await(timeout time.Duration, stop <-chan struct{}) error {
 			}
 			ready = nil
 		case <-s.exited:
+			// A child may write the ready byte and exit at once (one
+			// that stops for good right after its start); both are then
+			// seen together, and the byte, already in the pipe, must
+			// win. Once the child is gone the reader has the byte or
+			// EOF at once, unless a process the child started holds
+			// fd 3 and writes nothing: the bound is for that one.
+			if ready != nil {
+				select {
+				case ok := <-ready:
+					if ok {
+						return nil
+					}
+				case <-time.After(exitedReadyWait):
+				}
+			}
 			s.namesW.Close()
 			return s.failure()
 		case <-t.C:

@@ -27,13 +27,15 @@ func init() {
 	roles[roleTakeBackKill] = takeBackKill
 	roles[roleTakeBackLeave] = takeBackLeave
 	roles[roleTakeBackChild] = takeBackChild
+	roles[roleReadyThenExit] = readyThenExit
 }
 
 // Roles of the take-back tests.
 const (
-	roleTakeBackKill  = "takeback-kill"  // a new generation is killed when ready; TakeBack, and Start again
-	roleTakeBackLeave = "takeback-leave" // a new generation says it leaves, and exits
-	roleTakeBackChild = "takeback-child" // the new generation of both: a hitless one
+	roleTakeBackKill  = "takeback-kill"   // a new generation is killed when ready; TakeBack, and Start again
+	roleTakeBackLeave = "takeback-leave"  // a new generation says it leaves, and exits
+	roleTakeBackChild = "takeback-child"  // the new generation of both: a hitless one
+	roleReadyThenExit = "ready-then-exit" // writes the ready byte on fd 3 and exits at once
 )
 
 // takeBackChildEnv says how takeBackChild behaves: one of takeBackServe,
@@ -181,6 +183,57 @@ func TestSpawnKillReaps(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestReadyThenExitIsReady: a new generation that writes the ready byte
+// and exits at once (one that stops for good right after its start; the
+// packet test's second generation does, and failed 1 run in 160 so) is
+// ready: await sees the exit as soon as the byte, and the byte wins. 100
+// such children, driven through spawn and await as in TestSpawnKillReaps;
+// every one must be ready.
+func TestReadyThenExitIsReady(t *testing.T) {
+	t.Setenv(roleEnv, roleReadyThenExit)
+	const n = 100
+	var failed []error
+	for range n {
+		sp, err := spawn(nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sp.await(contractWaitBound, nil); err != nil {
+			failed = append(failed, err)
+		}
+		<-sp.exited // bounded: it exits by itself
+		sp.namesW.Close()
+	}
+	if len(failed) > 0 {
+		t.Errorf("%d of %d children that wrote the ready byte and exited were not ready; the first: %v", len(failed), n, failed[0])
+	}
+}
+
+// TestAwaitPrefersReady: when the ready byte and the exit are both there
+// by the time await looks, await says ready. A select between the two
+// would pick either, at random: 100 tries see that.
+func TestAwaitPrefersReady(t *testing.T) {
+	for i := range 100 {
+		sp := &spawned{proc: &os.Process{Pid: os.Getpid()}, ready: make(chan bool, 1), exited: make(chan struct{}), state: &os.ProcessState{}}
+		sp.ready <- true
+		close(sp.exited)
+		if err := sp.await(contractWaitBound, nil); err != nil {
+			t.Fatalf("try %d: ready and exited: %v; want ready", i+1, err)
+		}
+	}
+}
+
+// readyThenExit writes tableflip's ready byte and exits at once: through
+// the system call, since a -race binary's exit otherwise waits a second
+// (GORACE's atexit_sleep_ms) and the exit would never come with the byte.
+func readyThenExit() int {
+	if _, err := os.NewFile(3, "ready").Write([]byte{notifyReady}); err != nil {
+		return roleFail("ready-then-exit: %v", err)
+	}
+	syscall.Exit(0)
+	return 0
 }
 
 // takeBackParent makes this process's Handoff, ready, with a TCP listener
