@@ -219,10 +219,12 @@ func TestCountersContinueAcrossUpgrades(t *testing.T) {
 	if err := s.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	if err := waitUntil(10*time.Second, func() bool { return s.PID() != serving }); err != nil {
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	next, err := s.WaitPIDChange(wctx, serving)
+	wcancel()
+	if err != nil {
 		t.Fatalf("no new generation after SIGHUP: %v", err)
 	}
-	next := s.PID()
 	taken := scrape(t, maddr) // from the new generation
 	checkCounters(t, "after the upgrade that is taken back", prev, taken)
 	prev = taken
